@@ -1,0 +1,23 @@
+"""Small helpers shared across the package."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def variable_shapes(model, input_size, batch: int = 1):
+    """All of a model's variables as ShapeDtypeStructs, traced with ``jax.eval_shape``
+    (nothing is allocated or computed)."""
+    h, w, c = input_size
+    x = jax.ShapeDtypeStruct((batch, h, w, c), jnp.float32)
+    return jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
+
+
+def param_shapes(model, input_size, collection: str = "params"):
+    """Shapes of one collection of a model's variables (nothing allocated)."""
+    return variable_shapes(model, input_size).get(collection, {})
+
+
+def param_count(model, input_size) -> int:
+    """Number of trainable parameters (the ``params`` collection)."""
+    return int(sum(x.size for x in jax.tree.leaves(param_shapes(model, input_size))))
