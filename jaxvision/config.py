@@ -1,0 +1,103 @@
+"""The training configuration schema: every key ``train_and_evaluate`` understands.
+
+Experiment files in ``experiments/configs/`` start from :func:`default_config` and change
+what they need; the result is locked, so a typo in a key (in a file or on the command line,
+``--config.batch_sze=64``) is an error with a "did you mean" hint.
+"""
+from __future__ import annotations
+
+import difflib
+
+import ml_collections
+
+
+def default_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.model = "mnist_cnn"
+    c.model_kwargs = ml_collections.ConfigDict()  # passed to create_model(model, **kwargs)
+    c.num_classes = 0          # 0: taken from the dataset
+    c.dtype = "float32"        # compute dtype; 'bfloat16' for mixed precision (params stay f32)
+
+    c.dataset = ml_collections.ConfigDict()
+    c.dataset.source = "bundled"       # bundled | idx | tfds | folder
+    c.dataset.name = ""                # tfds name, e.g. 'cifar10'
+    c.dataset.path = ""                # idx / folder root
+    c.dataset.data_dir = ""            # tfds data_dir
+    c.dataset.eval_split = "validation"  # 'validation' (held out from train) or 'test'
+    c.dataset.validation_size = 10_000   # last N training examples held out
+    c.dataset.train_size = 0           # >0: use only the first N training examples
+    c.dataset.image_size = ()          # (H, W) to which folder images are resized
+    c.dataset.channels = 0             # folder images decoded to this many channels (0: model's)
+    c.dataset.skip_corrupt = False     # folder: skip and count undecodable files
+    c.dataset.mean = ()                # () : the model's model_cfg mean/std
+    c.dataset.std = ()
+    c.dataset.workers = 8              # host threads decoding streamed examples
+
+    c.batch_size = 128                 # global batch over all devices and hosts
+    c.eval_batch_size = 0              # 0: same as batch_size
+    c.num_epochs = 1.0
+    c.num_train_steps = 0              # >0 overrides num_epochs
+
+    c.optimizer = "sgd"                # sgd | adam  (decay_type='decoupled' -> SGDW / AdamW)
+    c.learning_rate = 0.1
+    c.lr_scaling = "none"              # 'linear': lr * batch_size / 256 (Goyal et al.)
+    c.momentum = 0.9
+    c.nesterov = False
+    c.beta1 = 0.9
+    c.beta2 = 0.999
+    c.adam_eps = 1e-8
+    c.weight_decay = 0.0
+    c.decay_type = "coupled"           # coupled (L2) | decoupled (SGDW / AdamW)
+    c.weight_decay_mask = "no_bias_no_norm"
+    c.schedule = "cosine"              # constant | step | cosine | sgdr | linear
+    c.warmup_epochs = 0.0
+    c.warmup_steps = 0
+    c.warmup_init = 0.0                # multiplier at the first warmup step
+    c.min_lr_ratio = 0.0
+    c.step_epochs = ()                 # 'step' schedule boundaries, in epochs
+    c.step_gamma = 0.1
+    c.sgdr_t0 = 10.0                   # epochs of the first SGDR cycle
+    c.sgdr_tmult = 2.0
+    c.grad_clip_norm = 0.0
+    c.agc_clip = 0.0                   # adaptive gradient clipping threshold (NFNets: 0.01)
+    c.agc_exclude = ("head", "fc")
+    c.max_norm = 0.0                   # >0: project weight columns to ||w||_2 <= max_norm
+
+    c.loss = "softmax_xent"            # softmax_xent | margin (CapsNet)
+    c.label_smoothing = 0.0
+    c.augment = ""                     # e.g. "random_crop(32, pad=4)|flip_lr"
+    c.mix = ""                         # "" | "mixup(alpha=0.2)" | "cutmix(alpha=1.0)"
+    c.bn_group_size = 0                # >0: batch-norm statistics over groups of k examples
+    c.ema_decay = 0.0                  # >0: keep an exponential moving average of the weights
+    c.eval_with_ema = True             # evaluate with the EMA weights when they exist
+    c.eval_crops = "center"            # center | flip | ten_crop
+
+    c.seed = 0
+    c.log_every_steps = 50
+    c.eval_every_steps = 0             # 0: at the end of every epoch
+    c.checkpoint_every_steps = 0       # 0: at the end of every epoch
+    c.max_to_keep = 3
+    c.async_checkpoint = True
+    c.init_from = ""                   # explicit checkpoint to initialise the weights from
+    c.max_consecutive_nonfinite = 10
+    return c
+
+
+def lock(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    c.lock()
+    c.model_kwargs.unlock()  # free-form: forwarded to the model, checked by create_model
+    return c
+
+
+def validate_keys(config, reference=None, prefix: str = ""):
+    """Every key of ``config`` must exist in the schema; raise naming the first that doesn't."""
+    reference = default_config() if reference is None else reference
+    for key in config.keys():
+        if key not in reference:
+            close = difflib.get_close_matches(key, list(reference.keys()), n=1)
+            hint = f" Did you mean {prefix + close[0]!r}?" if close else ""
+            raise KeyError(f"unknown config key {prefix + key!r}.{hint}")
+        sub = config[key]
+        if (isinstance(sub, ml_collections.ConfigDict) and key != "model_kwargs"
+                and isinstance(reference[key], ml_collections.ConfigDict)):
+            validate_keys(sub, reference[key], prefix + key + ".")

