@@ -19,7 +19,6 @@ import math
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
 import optax
 
 OPTIMIZERS = ("sgd", "adam")
@@ -144,6 +143,3 @@ def steps_from(value_steps, value_epochs, steps_per_epoch: int) -> int:
         return int(value_steps)
     return int(math.ceil(float(value_epochs) * steps_per_epoch))
 
-
-def global_norm(tree) -> jnp.ndarray:
-    return optax.global_norm(tree)

@@ -136,7 +136,7 @@ def make_train_step(model, tx, config, num_classes, mean, std, augment_fn, mix_f
         new_params = optax.apply_updates(state.params, updates)
         if max_norm_fn is not None:
             new_params = max_norm_fn(new_params)
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         # A non-finite loss or gradient skips the whole update (params, optimizer state and
         # batch statistics stay as they were); the caller stops after too many in a row.
         ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & tree_all_finite(new_stats)

@@ -1,0 +1,55 @@
+"""Shared helpers for the training tests."""
+import json
+import os
+import subprocess
+import sys
+
+import ml_collections
+
+from jaxvision.config import default_config, lock
+
+DRIVER = os.path.join(os.path.dirname(__file__), "train_driver.py")
+
+
+def tiny_config(**overrides) -> ml_collections.ConfigDict:
+    """A seconds-long run: test_cnn on 256 bundled digits."""
+    c = default_config()
+    c.model = "test_cnn"
+    c.dataset.source = "bundled"
+    c.dataset.train_size = 256
+    c.batch_size = 32
+    c.num_train_steps = 6
+    c.learning_rate = 0.05
+    c.log_every_steps = 1
+    c.checkpoint_every_steps = 2
+    c.eval_every_steps = 3
+    c.async_checkpoint = False
+    c.update_from_flattened_dict(overrides)
+    return lock(c)
+
+
+def read_metrics(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def train_losses(workdir):
+    return {r["step"]: r["train_loss"] for r in read_metrics(workdir) if "train_loss" in r}
+
+
+def driver_cmd(workdir, overrides: dict, devices=1, sleep=0.0, extra=()):
+    return [sys.executable, DRIVER, str(workdir), json.dumps(overrides), "--devices",
+            str(devices), "--sleep", str(sleep), *extra]
+
+
+def run_driver(workdir, overrides: dict, devices=1, sleep=0.0, timeout=300, check=True):
+    proc = subprocess.run(driver_cmd(workdir, overrides, devices, sleep), capture_output=True,
+                          text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"driver failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc
+
+
+TINY = {"model": "test_cnn", "dataset.source": "bundled", "dataset.train_size": 256,
+        "batch_size": 32, "learning_rate": 0.05, "log_every_steps": 1,
+        "checkpoint_every_steps": 2, "eval_every_steps": 4, "num_train_steps": 8}

@@ -1,0 +1,155 @@
+"""End-to-end training: a short run, resume after SIGKILL, device counts, BN groups, hosts."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxvision
+from jaxvision import train
+from tests.helpers import TINY, driver_cmd, read_metrics, run_driver, tiny_config, train_losses
+
+
+def test_two_step_run_writes_workdir(tmp_path):
+    cfg = tiny_config(num_train_steps=2, eval_every_steps=2, checkpoint_every_steps=2)
+    result = train.train_and_evaluate(cfg, str(tmp_path))
+    assert set(result) == {"eval_loss", "eval_accuracy", "eval_count"}
+    assert result["eval_count"] == 1000  # every bundled validation digit, none twice
+    rows = read_metrics(tmp_path)
+    train_rows = [r for r in rows if "train_loss" in r]
+    eval_rows = [r for r in rows if "eval_loss" in r]
+    assert [r["step"] for r in train_rows] == [1, 2]
+    assert all({"step", "train_loss", "learning_rate"} <= set(r) for r in train_rows)
+    assert eval_rows and {"step", "eval_loss", "eval_accuracy"} <= set(eval_rows[0])
+    assert json.load(open(tmp_path / "config.json"))["model"] == "test_cnn"
+    assert os.listdir(tmp_path / "checkpoints") == ["2"]
+    assert any(f.startswith("events") for f in os.listdir(tmp_path / "tensorboard"))
+
+
+def test_rerun_resumes_instead_of_restarting(tmp_path):
+    train.train_and_evaluate(tiny_config(num_train_steps=4), str(tmp_path))
+    first = train_losses(tmp_path)
+    train.train_and_evaluate(tiny_config(num_train_steps=6), str(tmp_path))
+    both = train_losses(tmp_path)
+    assert sorted(both) == [1, 2, 3, 4, 5, 6]
+    assert all(both[s] == first[s] for s in first)  # steps 1-4 were not rerun
+
+
+def test_training_learns_bundled_digits(tmp_path):
+    cfg = tiny_config(model="mnist_cnn", num_train_steps=50, batch_size=64,
+                      **{"dataset.train_size": 0}, eval_every_steps=50,
+                      checkpoint_every_steps=50, log_every_steps=25, learning_rate=0.05)
+    result = train.train_and_evaluate(cfg, str(tmp_path))
+    assert result["eval_accuracy"] > 0.5  # chance is 0.1
+
+
+@pytest.mark.slow
+def test_sigkill_after_second_checkpoint_resumes_bit_identically(tmp_path):
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    run_driver(ref, TINY)
+    proc = subprocess.Popen(driver_cmd(killed, TINY, sleep=0.3), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    ckdir = killed / "checkpoints"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        done = [d for d in (os.listdir(ckdir) if ckdir.exists() else []) if d.isdigit()]
+        if len(done) >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    partial = train_losses(killed)
+    assert max(partial) < TINY["num_train_steps"], "the run finished before it was killed"
+    run_driver(killed, TINY)
+    assert train_losses(killed) == train_losses(ref)
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_and_exits_75(tmp_path):
+    proc = subprocess.Popen(driver_cmd(tmp_path, dict(TINY, num_train_steps=200), sleep=0.2),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (tmp_path / "metrics.jsonl").exists():
+        time.sleep(0.05)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == train.PREEMPTED_EXIT_CODE, out[-2000:]
+    steps = sorted(int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit())
+    logged = max(train_losses(tmp_path))
+    assert steps and steps[-1] == logged  # checkpoint at the step it stopped
+    assert "Preempted" in out
+
+
+@pytest.mark.slow
+def test_one_and_eight_devices_give_the_same_losses(tmp_path):
+    cfg = dict(TINY, num_train_steps=4)
+    run_driver(tmp_path / "d1", cfg, devices=1)
+    run_driver(tmp_path / "d8", cfg, devices=8)
+    a, b = train_losses(tmp_path / "d1"), train_losses(tmp_path / "d8")
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4]
+    np.testing.assert_allclose([b[s] for s in sorted(b)], [a[s] for s in sorted(a)], rtol=1e-5)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_two_processes_match_one_process(tmp_path):
+    cfg = dict(TINY, num_train_steps=4)
+    run_driver(tmp_path / "single", cfg, devices=8)
+    port = _free_port()
+    procs = [subprocess.Popen(
+        driver_cmd(tmp_path / "multi", cfg, devices=4,
+                   extra=("--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+                          "--process-id", str(i))),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), "\n".join(o[-2000:] for o in outs)
+    a, b = train_losses(tmp_path / "single"), train_losses(tmp_path / "multi")
+    assert sorted(a) == sorted(b)
+    np.testing.assert_allclose([b[s] for s in sorted(b)], [a[s] for s in sorted(a)], rtol=1e-5)
+
+
+def test_bn_group_size_uses_per_group_statistics():
+    """apply_train with groups equals running the model on each group separately."""
+    model = jaxvision.create_model("test_cnn", dropout_rate=0.0)
+    x = jax.random.normal(jax.random.key(0), (8, 28, 28, 1))
+    targets = jax.nn.one_hot(jnp.arange(8) % 10, 10)
+    variables = model.init(jax.random.key(1), x[:1])
+    params, stats = variables["params"], variables["batch_stats"]
+    logits, new_stats, _ = train.apply_train(model, params, stats, x, targets,
+                                             jax.random.key(2), bn_group_size=2)
+    per_group = [model.apply({"params": params, "batch_stats": stats}, x[i:i + 2], train=True,
+                             mutable=["batch_stats"]) for i in range(0, 8, 2)]
+    np.testing.assert_allclose(logits, jnp.concatenate([g[0] for g in per_group]),
+                               rtol=1e-5, atol=1e-5)
+    expected = jax.tree.map(lambda *s: jnp.mean(jnp.stack(s), 0),
+                            *[g[1]["batch_stats"] for g in per_group])
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 new_stats, expected)
+    # and differs from global statistics
+    glob, _ = model.apply({"params": params, "batch_stats": stats}, x, train=True,
+                          mutable=["batch_stats"])
+    assert not np.allclose(glob, logits, atol=1e-4)
+
+
+def test_nonfinite_updates_are_skipped_and_stop_the_run(tmp_path):
+    cfg = tiny_config(num_train_steps=8, learning_rate=1e30, max_consecutive_nonfinite=3,
+                      checkpoint_every_steps=1)
+    with pytest.raises(train.NonFiniteError, match=r"steps \d+\.\.\d+.*last finite checkpoint"):
+        train.train_and_evaluate(cfg, str(tmp_path))
+    rows = [r for r in read_metrics(tmp_path) if "skipped" in r]
+    assert any(r["skipped"] for r in rows)

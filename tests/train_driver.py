@@ -1,0 +1,59 @@
+"""Run ``train_and_evaluate`` in a fresh process, for tests that kill, preempt or spread it.
+
+    python tests/train_driver.py WORKDIR '{"model": "test_cnn", ...}' [--devices N]
+        [--sleep SECONDS] [--coordinator HOST:PORT --num-processes P --process-id I]
+
+``--sleep`` slows every step down on the host so a test can kill the run at a chosen
+moment; it does not change what is computed.
+"""
+import argparse
+import json
+import os
+import sys
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("workdir")
+    ap.add_argument("overrides")
+    ap.add_argument("--devices", type=int, default=1)
+    ap.add_argument("--sleep", type=float, default=0.0)
+    ap.add_argument("--coordinator")
+    ap.add_argument("--num-processes", type=int)
+    ap.add_argument("--process-id", type=int)
+    args = ap.parse_args()
+    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    import jax
+
+    if args.coordinator:
+        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+    from jaxvision import train
+    from jaxvision.config import default_config, lock
+
+    config = default_config()
+    overrides = json.loads(args.overrides)
+    config.update_from_flattened_dict({k: v for k, v in overrides.items()
+                                       if not k.startswith("model_kwargs.")})
+    for k, v in overrides.items():
+        if k.startswith("model_kwargs."):
+            config.model_kwargs[k.split(".", 1)[1]] = v
+    lock(config)
+    if args.sleep:
+        from jaxvision.data import pipeline
+        import time
+        original = pipeline.BatchOrder.indices
+
+        def slow(self, step):
+            time.sleep(args.sleep)
+            return original(self, step)
+        pipeline.BatchOrder.indices = slow
+    try:
+        result = train.train_and_evaluate(config, args.workdir)
+    except train.Preempted:
+        sys.exit(train.PREEMPTED_EXIT_CODE)
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
