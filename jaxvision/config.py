@@ -29,6 +29,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.dataset.image_size = ()          # (H, W) to which folder images are resized
     c.dataset.channels = 0             # folder images decoded to this many channels (0: model's)
     c.dataset.skip_corrupt = False     # folder: skip and count undecodable files
+    c.dataset.verify = "header"        # folder: header | full | none (checks at load time)
     c.dataset.mean = ()                # () : the model's model_cfg mean/std
     c.dataset.std = ()
     c.dataset.workers = 8              # host threads decoding streamed examples

@@ -26,6 +26,7 @@ import optax
 
 from jaxvision import checkpoint as ckpt
 from jaxvision import config as config_lib
+from jaxvision import evaluate as evaluation
 from jaxvision import losses, optim, sharding
 from jaxvision.data import pipeline
 from jaxvision.registry import create_model, model_cfg
@@ -96,13 +97,6 @@ def apply_train(model, params, batch_stats, x, targets, rng, bn_group_size: int 
     return logits.reshape(b, -1), new_stats, aux
 
 
-def normalize(images_u8_or_float, mean, std, dtype):
-    x = images_u8_or_float.astype(jnp.float32)
-    if images_u8_or_float.dtype == jnp.uint8:
-        x = x / 255.0
-    return ((x - mean) / std).astype(dtype)
-
-
 def tree_all_finite(tree) -> jnp.ndarray:
     leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
@@ -122,7 +116,7 @@ def make_train_step(model, tx, config, num_classes, mean, std, augment_fn, mix_f
                                        config.label_smoothing)
         if mix_fn is not None:
             x, targets = mix_fn(mix_rng, x, targets)
-        x = normalize(x, mean, std, dtype)
+        x = evaluation.normalize(x, mean, std, dtype)
 
         def objective(params):
             logits, new_stats, aux = apply_train(model, params, state.batch_stats, x, targets,
@@ -157,43 +151,6 @@ def make_train_step(model, tx, config, num_classes, mean, std, augment_fn, mix_f
         return new_state, metrics
 
     return train_step
-
-
-def make_eval_step(model, config, num_classes, mean, std, loss_fn):
-    dtype = jnp.dtype(config.dtype)
-    crops = config.eval_crops
-
-    def probs_of(variables, x):
-        def run(xx):
-            return jax.nn.softmax(model.apply(variables, xx, train=False).astype(jnp.float32))
-        if crops == "center":
-            return run(x), model.apply(variables, x, train=False)
-        if crops == "flip":
-            views = jnp.stack([x, x[:, :, ::-1]])
-        elif crops == "ten_crop":
-            from jaxvision.data.crops import ten_crop
-            h, w = model_input_hw(config)
-            views = ten_crop(x, h if h < x.shape[1] else int(round(x.shape[1] * 0.875)))
-        else:
-            raise ValueError(f"unknown eval_crops {crops!r}; use center, flip or ten_crop")
-        probs = jnp.mean(jax.vmap(run)(views), axis=0)
-        return probs, jnp.log(jnp.clip(probs, 1e-12))
-
-    def eval_step(variables, images, labels, weights):
-        x = normalize(images, mean, std, dtype)
-        probs, logits = probs_of(variables, x)
-        targets = losses.one_hot_checked(labels, num_classes)
-        loss = loss_fn(logits, targets) if crops == "center" else -jnp.sum(
-            targets * jnp.log(jnp.clip(probs, 1e-12)), -1)
-        correct = (jnp.argmax(probs, -1) == labels).astype(jnp.float32)
-        return {"loss_sum": jnp.sum(loss * weights), "correct": jnp.sum(correct * weights),
-                "count": jnp.sum(weights)}
-
-    return eval_step
-
-
-def model_input_hw(config):
-    return tuple(model_cfg(config.model)["input_size"][:2])
 
 
 # -------------------------------------------------------------------------------------------
@@ -264,9 +221,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
     config_lib.validate_keys(config)
     os.makedirs(workdir, exist_ok=True)
     mcfg = model_cfg(config.model)
-    data = pipeline.load_datasets(config.dataset, config.num_classes or None)
-    num_classes = config.num_classes or data.num_classes
     input_size = mcfg["input_size"]
+    data = pipeline.load_datasets(config.dataset, config.num_classes or None, input_size)
+    num_classes = config.num_classes or data.num_classes
     pipeline.validate_split(data.train, num_classes, input_size, "train")
     pipeline.validate_split(data.eval, num_classes, input_size, "eval")
     model = create_model(config.model, num_classes=num_classes, dtype=jnp.dtype(config.dtype),
@@ -349,7 +306,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
                         max_norm_fn),
         in_shardings=(state_sh, batch_sh, batch_sh), out_shardings=(state_sh, repl),
         donate_argnums=0)
-    eval_step = jax.jit(make_eval_step(model, config, num_classes, mean, std, loss_fn),
+    # ten_crop: crops of the model's size from larger images, else 87.5% crops
+    eval_h = data.eval.image_shape[0]
+    h_in = input_size[0] if eval_h > input_size[0] else int(round(0.875 * eval_h))
+    predict = evaluation.make_predict(model, mean, std, jnp.dtype(config.dtype),
+                                      config.eval_crops, crop_size=h_in)
+    eval_step = jax.jit(evaluation.make_eval_step(predict, num_classes, loss_fn),
                         in_shardings=(repl, batch_sh, batch_sh, batch_sh), out_shardings=repl)
 
     # ---- restore ------------------------------------------------------------------------
@@ -374,29 +336,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
     start_step = int(state.step)
 
     # ---- evals --------------------------------------------------------------------------
-    eval_x_all = data.eval
-
     def run_eval(state) -> dict:
         variables = {"params": state.params, "batch_stats": state.batch_stats}
         if config.ema_decay and config.eval_with_ema:
             variables["params"] = state.ema_params
-        totals = None
-        for idx, wts in pipeline.eval_batches(len(eval_x_all), eval_batch):
-            local_idx, local_w = idx[host_eval], wts[host_eval]
-            if eval_x_all.in_memory:
-                xb = eval_x_all.images[local_idx]
-            else:
-                xb = pipeline.load_examples(eval_x_all, local_idx)
-            out = eval_step(variables, sharding.global_array(xb, batch_sh),
-                            sharding.global_array(eval_x_all.labels[local_idx].astype(np.int32),
-                                                  batch_sh),
-                            sharding.global_array(local_w, batch_sh))
-            totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
-        n = float(totals["count"])
-        return {"eval_loss": float(totals["loss_sum"]) / n,
-                "eval_accuracy": float(totals["correct"]) / n, "eval_count": int(n)}
-
-    host_eval = sharding.host_slice(eval_batch)
+        return evaluation.evaluate_split(eval_step, variables, data.eval, eval_batch, mesh)
 
     def meta(step):
         return {"step": step, "data_position": order.position(step),

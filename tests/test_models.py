@@ -11,6 +11,7 @@ import optax
 import pytest
 
 import jaxvision
+from jaxvision.train import apply_train
 from jaxvision.utils import param_count
 
 GOLDEN_DIR = os.path.join(os.path.dirname(__file__), "golden")
@@ -84,11 +85,13 @@ def test_tiny_variant_trains(name):
     labels = jnp.arange(4) % cfg["num_classes"]
 
     def loss_fn(p):
-        out, _ = model.apply({"params": p, **rest}, x, train=True,
-                             rngs={"dropout": jax.random.key(2)}, mutable=list(rest))
-        logits = out[0] if isinstance(out, tuple) else out
+        # the trainer's own forward pass: passes targets to models that take them and adds
+        # the auxiliary losses they sow (GoogLeNet's side heads, CapsNet's decoder)
+        targets = jax.nn.one_hot(labels, cfg["num_classes"])
+        logits, _, aux = apply_train(model, p, rest.get("batch_stats", {}), x, targets,
+                                     jax.random.key(2))
         assert logits.shape == (4, cfg["num_classes"])
-        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean() + aux
 
     loss, grads = jax.value_and_grad(loss_fn)(params)
     assert np.isfinite(float(loss))

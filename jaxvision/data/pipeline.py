@@ -20,7 +20,7 @@ import numpy as np
 
 from jaxvision.data.sources import DataError, Split, load_bundled, load_idx, load_tfds
 
-SOURCES = ("bundled", "idx", "tfds", "folder")
+SOURCES = ("bundled", "idx", "tfds", "folder", "synthetic")
 
 
 @dataclasses.dataclass
@@ -30,8 +30,10 @@ class Datasets:
     num_classes: int
 
 
-def load_datasets(ds_cfg, num_classes: int | None = None) -> Datasets:
-    """Load and validate the train and eval splits named by ``config.dataset``."""
+def load_datasets(ds_cfg, num_classes: int | None = None, input_size=None) -> Datasets:
+    """Load the train and eval splits named by ``config.dataset``.  ``input_size`` (H, W, C)
+    of the model sets the decoded size and channels of folder images unless the dataset
+    config says otherwise."""
     source = ds_cfg.source
     if source == "bundled":
         splits = load_bundled()
@@ -49,8 +51,12 @@ def load_datasets(ds_cfg, num_classes: int | None = None) -> Datasets:
         from jaxvision.data.folder import load_folder
         if not ds_cfg.path:
             raise DataError("dataset.source='folder' needs dataset.path")
-        splits = load_folder(ds_cfg.path, image_size=tuple(ds_cfg.image_size) or None,
-                             channels=ds_cfg.channels or None, skip_corrupt=ds_cfg.skip_corrupt)
+        size = tuple(ds_cfg.image_size) or (tuple(input_size[:2]) if input_size else None)
+        chans = ds_cfg.channels or (input_size[2] if input_size else None)
+        splits = load_folder(ds_cfg.path, image_size=size, channels=chans,
+                             skip_corrupt=ds_cfg.skip_corrupt, verify=ds_cfg.verify)
+    elif source == "synthetic":
+        splits = synthetic_splits(ds_cfg, num_classes, input_size)
     else:
         import difflib
         close = difflib.get_close_matches(str(source), SOURCES, n=1)
@@ -77,6 +83,19 @@ def load_datasets(ds_cfg, num_classes: int | None = None) -> Datasets:
         train = train.take(slice(0, int(ds_cfg.train_size)), "train")
     k = num_classes or train.num_classes
     return Datasets(train=train, eval=evals, num_classes=k)
+
+
+def synthetic_splits(ds_cfg, num_classes, input_size) -> dict[str, Split]:
+    """Random images of the model's input shape: for smoke tests and benchmarks only."""
+    h, w = tuple(ds_cfg.image_size) or tuple(input_size[:2])
+    c = ds_cfg.channels or input_size[2]
+    k = num_classes or 10
+    n = int(ds_cfg.train_size or 256)
+    rng = np.random.default_rng(0)
+    make = lambda m, name: Split(rng.integers(0, k, m).astype(np.int32), k, name,  # noqa: E731
+                                 images=rng.integers(0, 256, (m, h, w, c), dtype=np.uint8))
+    return {"train": make(n, "train"), "validation": make(max(n // 4, 1), "validation"),
+            "test": make(max(n // 4, 1), "test")}
 
 
 def validate_split(split: Split, num_classes: int, input_size, what: str):

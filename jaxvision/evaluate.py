@@ -1,0 +1,199 @@
+"""Evaluation: single models with test-time crops, and ensembles / committees of checkpoints.
+
+    python -m jaxvision.evaluate --workdirs /tmp/a,/tmp/b,/tmp/c [--eval_crops flip]
+
+averages the softmax outputs of the newest checkpoint in each workdir (models may differ:
+an ensemble across architectures, or an MCDNN committee of columns) on the eval split that
+the first workdir's config names, and prints each member's and the ensemble's accuracy.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxvision import sharding
+from jaxvision.data import pipeline
+from jaxvision.registry import create_model, model_cfg
+
+CROPS = ("center", "flip", "ten_crop")
+
+
+def normalize(images, mean, std, dtype):
+    x = images.astype(jnp.float32)
+    if images.dtype == jnp.uint8:
+        x = x / 255.0
+    return ((x - mean) / std).astype(dtype)
+
+
+def views(x, crops: str, crop_size: int | None = None):
+    """Test-time views of a batch, stacked on a new leading axis."""
+    if crops == "center":
+        return x[None]
+    if crops == "flip":
+        from jaxvision.data.crops import flip_tta
+        return flip_tta(x)
+    if crops == "ten_crop":
+        from jaxvision.data.crops import ten_crop
+        size = crop_size or int(round(x.shape[1] * 0.875))
+        return ten_crop(x, size)
+    raise ValueError(f"unknown eval_crops {crops!r}; choose one of {CROPS}")
+
+
+def make_predict(model, mean, std, dtype, crops="center", crop_size=None):
+    """``predict(variables, uint8 images) -> (probs, logits)`` averaged over the views."""
+
+    def predict(variables, images):
+        x = normalize(images, mean, std, dtype)
+        v = views(x, crops, crop_size)
+        logits = jax.vmap(lambda xx: model.apply(variables, xx, train=False))(v)
+        logits = logits.astype(jnp.float32)
+        if v.shape[0] == 1:
+            return jax.nn.softmax(logits[0]), logits[0]
+        probs = jnp.mean(jax.nn.softmax(logits), axis=0)
+        return probs, jnp.log(jnp.clip(probs, 1e-12))
+
+    return predict
+
+
+def make_eval_step(predict, num_classes, loss_fn):
+    def eval_step(variables, images, labels, weights):
+        probs, logits = predict(variables, images)
+        targets = jax.nn.one_hot(labels, num_classes)
+        loss = loss_fn(logits, targets)
+        correct = (jnp.argmax(probs, -1) == labels).astype(jnp.float32)
+        return {"loss_sum": jnp.sum(loss * weights), "correct": jnp.sum(correct * weights),
+                "count": jnp.sum(weights)}
+    return eval_step
+
+
+def iterate_split(split, batch: int, mesh):
+    """Global (images, labels, weights) arrays covering ``split`` once, padded to ``batch``."""
+    sh = sharding.batch_sharding(mesh)
+    host = sharding.host_slice(batch)
+    for idx, w in pipeline.eval_batches(len(split), batch):
+        idx, w = idx[host], w[host]
+        x = split.images[idx] if split.in_memory else pipeline.load_examples(split, idx)
+        yield (sharding.global_array(x, sh),
+               sharding.global_array(split.labels[idx].astype(np.int32), sh),
+               sharding.global_array(w, sh))
+
+
+def evaluate_split(eval_step, variables, split, batch: int, mesh) -> dict:
+    totals = None
+    for images, labels, weights in iterate_split(split, batch, mesh):
+        out = eval_step(variables, images, labels, weights)
+        totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
+    n = float(totals["count"])
+    return {"eval_loss": float(totals["loss_sum"]) / n,
+            "eval_accuracy": float(totals["correct"]) / n, "eval_count": int(n)}
+
+
+def predict_split(predict, variables, split, batch: int, mesh) -> np.ndarray:
+    """Class probabilities for every example of ``split``, in order."""
+    repl = sharding.replicated(mesh)
+    fn = jax.jit(lambda v, x: predict(v, x)[0], out_shardings=repl)
+    out = [np.asarray(fn(variables, images)) for images, _, _ in iterate_split(split, batch, mesh)]
+    return np.concatenate(out)[:len(split)]  # padding sits at the end of the last batch
+
+
+# ------------------------------------------------------------------------------------------
+# Checkpoints and ensembles
+# ------------------------------------------------------------------------------------------
+
+def load_run(workdir: str):
+    """(config, model, variables) of the newest checkpoint in a training workdir."""
+    from jaxvision import checkpoint as ckpt
+    from jaxvision.config import default_config
+
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise ckpt.CheckpointError(f"{workdir} has no config.json: not a jaxvision workdir")
+    config = default_config()
+    with open(path) as f:
+        saved = json.load(f)
+    kwargs = saved.pop("model_kwargs", {}) or {}
+    config.update_from_flattened_dict(_flatten(saved))
+    for k, v in kwargs.items():
+        config.model_kwargs[k] = v
+    directory, step = ckpt.find_restore_path(workdir)
+    mngr = ckpt.ocp.CheckpointManager(directory, item_names=("state", "meta"))
+    try:
+        restored = mngr.restore(step, args=ckpt.ocp.args.Composite(
+            state=ckpt.ocp.args.StandardRestore(), meta=ckpt.ocp.args.JsonRestore()))
+    finally:
+        mngr.close()
+    state, meta = restored["state"], restored["meta"]
+    num_classes = config.num_classes or meta["num_classes"]
+    model = create_model(config.model, num_classes=num_classes, dtype=jnp.dtype(config.dtype),
+                         **dict(config.model_kwargs))
+    params = state["ema_params"] if (config.ema_decay and config.eval_with_ema) else state["params"]
+    return config, model, {"params": params, "batch_stats": state["batch_stats"]}
+
+
+def _flatten(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, prefix + k + "."))
+        else:
+            out[prefix + k] = tuple(v) if isinstance(v, list) else v
+    return out
+
+
+def ensemble(workdirs, crops: str | None = None, dataset=None, batch_size: int | None = None):
+    """Average the softmax of the newest checkpoint of each workdir on one eval split.
+    Returns ``{"members": [accuracy, ...], "ensemble_accuracy": ..., "count": N}``."""
+    if not workdirs:
+        raise ValueError("ensemble needs at least one workdir")
+    mesh = sharding.make_mesh()
+    runs = [load_run(w) for w in workdirs]
+    first = runs[0][0]
+    ds_cfg = dataset or first.dataset
+    members, total = [], None
+    split = None
+    for config, model, variables in runs:
+        mcfg = model_cfg(config.model)
+        if split is None:
+            data = pipeline.load_datasets(ds_cfg, config.num_classes or None, mcfg["input_size"])
+            split = data.eval
+        pipeline.validate_split(split, model.num_classes, mcfg["input_size"], "eval")
+        mean = jnp.asarray(config.dataset.mean or mcfg["mean"], jnp.float32)
+        std = jnp.asarray(config.dataset.std or mcfg["std"], jnp.float32)
+        predict = make_predict(model, mean, std, jnp.dtype(config.dtype),
+                               crops or config.eval_crops)
+        batch = batch_size or config.eval_batch_size or config.batch_size
+        sharding.check_global_batch(batch, mesh)
+        probs = predict_split(predict, variables, split, batch, mesh)
+        members.append(float(np.mean(np.argmax(probs, -1) == split.labels)))
+        total = probs if total is None else total + probs
+    acc = float(np.mean(np.argmax(total, -1) == split.labels))
+    return {"members": members, "ensemble_accuracy": acc, "count": len(split)}
+
+
+def cli(argv=None):
+    from absl import app, flags
+
+    flags.DEFINE_list("workdirs", None, "Training workdirs whose newest checkpoints to combine.")
+    flags.DEFINE_enum("eval_crops", None, list(CROPS), "Override the configs' eval_crops.")
+    flags.DEFINE_integer("batch_size", None, "Eval batch size.")
+    flags.mark_flag_as_required("workdirs")
+
+    def main(_):
+        from absl import logging
+        logging.set_verbosity(logging.WARNING)
+        f = flags.FLAGS
+        print(json.dumps(ensemble(f.workdirs, f.eval_crops, batch_size=f.batch_size)))
+
+    app.run(main, argv=argv)
+
+
+if __name__ == "__main__":
+    cli()
+
+
+__all__ = ["ensemble", "evaluate_split", "load_run", "make_eval_step", "make_predict",
+           "predict_split"]
