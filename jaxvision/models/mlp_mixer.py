@@ -29,7 +29,7 @@ xavier = nn.initializers.xavier_uniform()
 class MixerBlock(nn.Module):
     """Token-mixing MLP then channel-mixing MLP, each pre-norm and residual."""
 
-    mlp_ratio: tuple[float, float] = (0.5, 4.0)
+    mlp_ratio: Any = (0.5, 4.0)  # (token-mixing, channel-mixing) multiples of C, or one float
     dropout_rate: float = 0.0
     drop_path_rate: float = 0.0
     dtype: Any = jnp.float32
@@ -37,7 +37,10 @@ class MixerBlock(nn.Module):
     @nn.compact
     def __call__(self, x, *, train: bool = False):
         seq_len, dim = x.shape[1], x.shape[2]
-        tokens_dim, channels_dim = (int(r * dim) for r in tuple2(self.mlp_ratio))
+        ratios = self.mlp_ratio
+        if isinstance(ratios, (int, float)):  # one ratio for both MLPs, as timm's to_2tuple
+            ratios = (ratios, ratios)
+        tokens_dim, channels_dim = (int(r * dim) for r in ratios)
         norm = lambda name: nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name=name)  # noqa: E731
         # timm's Mixer init draws the MLP biases from N(0, 1e-6).
         mlp = lambda hidden, out, name: Mlp(  # noqa: E731
@@ -99,7 +102,7 @@ class MlpMixer(nn.Module):
         if self.stem_norm:
             x = norm("stem_norm")(x)
         for i in range(self.num_blocks):
-            x = MixerBlock(tuple2(self.mlp_ratio), dropout_rate=self.proj_drop_rate,
+            x = MixerBlock(self.mlp_ratio, dropout_rate=self.proj_drop_rate,
                            drop_path_rate=self.drop_path_rate, dtype=self.dtype,
                            name=f"blocks_{i}")(x, train=train)
         x = norm("norm")(x)
