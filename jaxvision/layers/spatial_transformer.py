@@ -172,8 +172,10 @@ class SpatialTransformer(nn.Module):
         theta = nn.Dense(6, kernel_init=self.theta_kernel_init, bias_init=identity_theta_init,
                          dtype=self.dtype, name="theta")(feats)
         theta = theta.reshape(-1, 2, 3)
-        # Stored so callers can inspect or regularise the predicted transform.
-        self.sow("intermediates", "theta", theta)
+        # Stored so callers can inspect or regularise the predicted transform (not at init,
+        # where it would become an extra variable collection).
+        if not self.is_initializing():
+            self.sow("intermediates", "affine", theta)
         size = tuple(self.out_size) if self.out_size is not None else x.shape[1:3]
         grid = affine_grid(theta.astype(jnp.float32), size, self.align_corners)
         return grid_sample(x, grid, self.align_corners).astype(self.dtype)

@@ -6,11 +6,11 @@ lengths ``||v_j||`` are returned as the logits; train them with :func:`margin_lo
 
 A decoder (FC 512 ReLU, FC 1024 ReLU, FC H*W*C sigmoid) reconstructs the input from the
 DigitCaps outputs with all but one capsule masked out: in training the true class
-(``targets``, soft labels (B, K) as the trainer passes them), otherwise the longest capsule.  Its loss, ``0.0005 * sum of squared errors``
-per image averaged over the batch, is sown as ``losses/reconstruction``; the
-reconstruction itself is sown as ``intermediates/reconstruction``.  The decoder compares
-against the raw input, so the model's data contract is intensities in [0, 1] (mean 0,
-std 1).
+(``targets``, soft labels (B, K) as the trainer passes them), otherwise the longest
+capsule.  Its loss, ``0.0005 * sum of squared errors`` per image averaged over the batch,
+is sown as ``losses/reconstruction``; the reconstruction itself is sown as
+``intermediates/reconstruction``.  The decoder compares against the raw input, so the
+model's data contract is intensities in [0, 1] (mean 0, std 1).
 
 At 28x28x1 the parameter count is 8,215,568, the paper's 8.2M: conv1 20,992, primary
 caps 5,308,672, the routing weights W_ij 1152 x 10 x 8 x 16 = 1,474,560, decoder 1,411,344.
@@ -154,10 +154,12 @@ class CapsNet(nn.Module):
         out_dim = x.shape[1] * x.shape[2] * x.shape[3]
         r = nn.sigmoid(nn.Dense(out_dim, dtype=self.dtype,
                                 name=f"decoder_fc{len(self.decoder_hidden) + 1}")(r))
-        self.sow("intermediates", "reconstruction", r.reshape(x.shape))
-        sse = jnp.sum(jnp.square(r.astype(jnp.float32)
-                                 - x.reshape(bsz, -1).astype(jnp.float32)), axis=-1)
-        self.sow("losses", "reconstruction", self.reconstruction_weight * jnp.mean(sse))
+        # Not at init: init would return the sown values as extra variable collections.
+        if not self.is_initializing():
+            self.sow("intermediates", "reconstruction", r.reshape(x.shape))
+            sse = jnp.sum(jnp.square(r.astype(jnp.float32)
+                                     - x.reshape(bsz, -1).astype(jnp.float32)), axis=-1)
+            self.sow("losses", "reconstruction", self.reconstruction_weight * jnp.mean(sse))
         return lengths
 
 

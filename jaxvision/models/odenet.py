@@ -180,7 +180,8 @@ class ODEBlock(nn.Module):
             raise ValueError("solver='dopri5' is differentiated with the adjoint method only; "
                              "use solver='rk4' to backpropagate through the solver")
         func = ODEFunc(self.norm_groups, dtype=self.dtype, parent=None)
-        params = self.param("func", lambda key: func.init(key, x, jnp.zeros((), x.dtype))["params"])
+        params = self.param("func",
+                            lambda key: func.init(key, x, jnp.zeros((), x.dtype))["params"])
 
         def f(h, t, p):
             return func.apply({"params": p}, h, t)
