@@ -364,8 +364,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
     try:
         for step in range(start_step, total_steps):
             if preempt.is_set() or _preemption_notice(step):
-                save(state, step, force=True)
                 mngr.wait_until_finished()
+                if mngr.latest_step() != step:  # else this step is already saved
+                    save(state, step, force=True)
+                    mngr.wait_until_finished()
                 log(f"Preempted: checkpoint written at step {step}; rerun to resume.")
                 raise Preempted(step)
             images, labels = get_batch(step)

@@ -155,3 +155,74 @@ def test_nonfinite_updates_are_skipped_and_stop_the_run(tmp_path):
         train.train_and_evaluate(cfg, str(tmp_path))
     rows = [r for r in read_metrics(tmp_path) if "skipped" in r]
     assert any(r["skipped"] for r in rows)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("saved_on,restored_on", [(8, 1), (8, 2), (8, 4), (1, 8)])
+def test_checkpoint_restores_on_other_device_counts(tmp_path, saved_on, restored_on):
+    """Shardings are supplied at restore time, so N-device checkpoints load on M devices."""
+    cfg4, cfg6 = dict(TINY, num_train_steps=4), dict(TINY, num_train_steps=6)
+    run_driver(tmp_path / "ref", cfg6, devices=saved_on)
+    run_driver(tmp_path / "moved", cfg4, devices=saved_on)
+    proc = run_driver(tmp_path / "moved", cfg6, devices=restored_on)
+    assert "Resumed from" in proc.stdout
+    a, b = train_losses(tmp_path / "ref"), train_losses(tmp_path / "moved")
+    assert sorted(a) == sorted(b) == list(range(1, 7))
+    np.testing.assert_allclose([b[s] for s in range(1, 7)], [a[s] for s in range(1, 7)],
+                               rtol=1e-5)
+
+
+def test_nan_through_the_loss_skips_only_those_updates(tmp_path, monkeypatch):
+    """A loss that is NaN for every batch holding a '3': those updates are skipped (state
+    unchanged), the others train, and the run finishes."""
+    from jaxvision import losses
+
+    def nan_on_three(logits, targets):
+        ce = losses.cross_entropy(logits, targets)
+        return jnp.where(targets[:, 3] > 0.5, jnp.nan, ce)
+
+    monkeypatch.setitem(losses.LOSSES, "nan_on_three", nan_on_three)
+    cfg = tiny_config(loss="nan_on_three", batch_size=8, num_train_steps=12,
+                      max_consecutive_nonfinite=100, checkpoint_every_steps=12,
+                      eval_every_steps=12)
+    train.train_and_evaluate(cfg, str(tmp_path))
+    rows = [r for r in read_metrics(tmp_path) if "skipped" in r]
+    skipped = [r["step"] for r in rows if r["skipped"]]
+    assert 0 < len(skipped) < 12
+    assert all(np.isnan(r["train_loss"]) for r in rows if r["skipped"])
+    assert all(np.isfinite(r["train_loss"]) for r in rows if not r["skipped"])
+
+
+def test_skipped_update_leaves_the_state_unchanged():
+    model = jaxvision.create_model("test_cnn")
+    cfg = tiny_config()
+    x = jnp.zeros((8, 28, 28, 1), jnp.uint8)
+    variables = model.init(jax.random.key(0), x[:1].astype(jnp.float32))
+    from jaxvision import losses, optim
+    tx, _ = optim.make_optimizer(cfg, variables["params"], 10, 10, 8)
+    state = train.TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
+                             batch_stats=variables["batch_stats"],
+                             opt_state=tx.init(variables["params"]), rng=jax.random.PRNGKey(0),
+                             ema_params={}, nonfinite=jnp.zeros((), jnp.int32),
+                             skipped_total=jnp.zeros((), jnp.int32))
+    nan_loss = lambda logits, t: jnp.full(logits.shape[:1], jnp.nan)  # noqa: E731
+    step = train.make_train_step(model, tx, cfg, 10, jnp.zeros(1), jnp.ones(1), None, None,
+                                 nan_loss)
+    new, metrics = jax.jit(step)(state, x, jnp.zeros(8, jnp.int32))
+    assert int(metrics["skipped"]) == 1 and int(new.nonfinite) == 1
+    for a, b in ((new.params, state.params), (new.batch_stats, state.batch_stats),
+                 (new.opt_state, state.opt_state)):
+        jax.tree.map(np.testing.assert_array_equal, a, b)
+    del losses
+
+
+def test_nan_through_the_data_stops_with_last_finite_checkpoint(tmp_path):
+    """A zero std turns every input into inf/NaN: updates are skipped, no non-finite state is
+    checkpointed, and the run stops naming the step range and the last finite checkpoint."""
+    cfg = tiny_config(num_train_steps=20, max_consecutive_nonfinite=4, log_every_steps=1,
+                      checkpoint_every_steps=2, **{"dataset.std": (0.0,)})
+    with pytest.raises(train.NonFiniteError, match=r"steps 1\.\.4 .*no checkpoint was written|"
+                                                   r"steps \d+\.\.\d+ .*last finite checkpoint"):
+        train.train_and_evaluate(cfg, str(tmp_path))
+    rows = [r for r in read_metrics(tmp_path) if "skipped" in r]
+    assert rows and all(r["skipped"] for r in rows)
