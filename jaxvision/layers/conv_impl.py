@@ -1,8 +1,8 @@
 """Convolution as matrix products, for backends whose native convolution has slow paths.
 
 XLA:CPU lowers ``lax.conv_general_dilated`` to a convolution kernel that is competitive on
-large feature maps but falls off a cliff on some shapes (measured in ``_choose_plan``'s
-docstring): small spatial maps with many channels (a 3x3 conv on 2x2x512 runs ~50x slower
+large feature maps but falls off a cliff on some shapes (measured in ``_choose_plan_cpu``'s
+docstring): small spatial maps with many channels (a 3x3 conv on 2x2x512 runs ~70x slower
 than the same arithmetic as a matrix product), and the input gradient of strided convs on
 small maps.  A convolution is a sum over kernel taps of matrix products, so every such shape
 can instead be computed by the backend's matrix multiply, which has no such cliff:
@@ -11,19 +11,19 @@ can instead be computed by the backend's matrix multiply, which has no such clif
   patch matrix ``(N*Ho*Wo, KH*KW*C)`` and multiply once by the kernel ``(KH*KW*C, O)``
   (Chellapilla et al., 2006, "High performance convolutional neural networks for document
   processing").  One large GEMM; costs a ``KH*KW``-times copy of the input.
-* ``shift``: the same sum done tap by tap, ``sum_t x_t @ w_t``, with no patch matrix; better
-  when the copy costs more than the smaller GEMMs lose (moderate maps with >=64 channels).
+* ``shift``: the same sum done tap by tap, ``sum_t x_t @ w_t``, with no patch matrix (for a
+  1x1 conv, a single GEMM on the strided input).
 
-Both directions of the backward pass are matrix products too, and a ``jax.custom_vjp`` lets
-each of forward, input-gradient (``dgrad``) and kernel-gradient (``wgrad``) use its own
-formulation (``lax``, ``im2col`` or ``shift``), chosen per shape at trace time:
+Both directions of the backward pass are matrix products too.  A ``jax.custom_jvp`` writes
+the derivative ``conv(dx, w) + conv(x, dw)`` with one formulation per term, so that forward,
+input-gradient (``dgrad``) and kernel-gradient (``wgrad``) each use their own (``lax``,
+``im2col`` or ``shift``), chosen per shape at trace time; reverse mode transposes the terms:
 
 * ``wgrad`` of ``im2col`` is ``P^T @ g`` (contracting over ``N*Ho*Wo``), of ``shift`` one such
-  product per tap; patches are recomputed from the saved input rather than stored.
-* ``dgrad`` is ``g @ W^T`` scattered back onto the input ("col2im"); the scatter is the
-  transpose of the (linear) patch extraction, obtained with ``jax.linear_transpose``, which
-  XLA emits as interior-padded adds (strides) and pads (offsets).
-* ``lax`` in either backward direction uses JAX's own transpose of the native convolution.
+  product per tap; the patches are rematerialised from the saved input, not stored.
+* ``dgrad`` is ``g @ W^T`` scattered back onto the input ("col2im"): the transpose of the
+  (linear) patch gather, which XLA emits as interior-padded adds (strides) and pads.
+* ``lax`` in either direction is JAX's own transpose of the native convolution.
 
 Only NHWC/HWIO-style 2-D (and 1-D, as 2-D with height 1) convolutions without
 ``lhs_dilation`` or ``batch_group_count`` are rewritten; everything else goes to ``lax``.
@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -96,44 +96,69 @@ def _platform(x) -> str:
 # ----------------------------------------------------------------------------------------
 
 def _choose_plan_cpu(g: _Geometry) -> Plan:
-    """Per-pass formulation on XLA:CPU, from measurements on an AMD EPYC (AVX-512, 2 cores),
-    jax 0.10.2, batch 32, float32; ms as forward / input-grad / kernel-grad:
+    """Per-pass formulation on XLA:CPU.
 
-    ==============================  ====================  ===================  ==================
-    conv (input -> output)           lax                   im2col               shift
-    ==============================  ====================  ===================  ==================
-    3x3 64->64, 16x16               6.7 / 6.6 / 16.3      16.0 / 9.7 / 28.3    5.5 / 5.2 / 21.4
-    3x3 512->512, 2x2               315 / 297 / 5.2       4.4 / 7.6 / 7.8      10.7 / 7.2 / 18.0
-    3x3/2 256->512, 4x4             4.4 / 156 / 4.5       4.3 / 4.2 / 4.0      5.2 / 5.1 / 5.1
-    7x7/2 3->64, 64x64              8.5 / 19.1 / 11.7     29.8 / 21.2 / 44.9   186 / 32 / 134
-    3x3 128->128, 8x8               3.5 / 3.6 / 4.5       4.7 / 7.1 / 9.8      7.6 / 4.3 / 9.4
-    3x3 64->64, 32x32               27.9 / 28.3 / 30.7    78.9 / 56.4 / 98.3   53.7 / 42.7 / 86.5
-    ==============================  ====================  ===================  ==================
+    Measured on an AMD EPYC (AVX-512, 2 cores), jax 0.10.2, batch 32, float32, with every
+    conv shape of ResNet-18; CPU ms (process time, min of 3) as forward / input-grad /
+    kernel-grad.  At 64x64 input:
 
-    The native kernel is the one to keep except where its cliff lies: outputs of very few
-    positions per image with many channels.  There ``im2col`` costs almost nothing extra
-    (the patch matrix is small) and wins by up to 70x; the same holds for the input gradient
-    of strided convs whose gradient map is tiny.  See ``_TABLE`` for the rule in numbers.
+    ========================  ===================  ===================  ===================
+    conv (input map)          lax                  im2col               shift
+    ========================  ===================  ===================  ===================
+    7x7/2 3->64 (64x64)       11.2 / 16.7 / 10.2   36.2 / 29.2 / 46.1   281 / 39.9 / 25.4
+    3x3 64->64 (16x16)        6.5 / 6.8 / 8.6      25.8 / 11.5 / 32.9   12.9 / 9.8 / 20.3
+    3x3/2 64->128 (16x16)     3.6 / 4.2 / 5.4      5.2 / 4.1 / 5.5      4.3 / 3.4 / 5.4
+    1x1/2 64->128 (16x16)     1.0 / 0.9 / 2.7      0.4 / 0.5 / 0.7      0.7 / 0.8 / 0.8
+    3x3 128->128 (8x8)        7.0 / 7.4 / 8.2      8.6 / 8.2 / 10.4     9.9 / 7.7 / 10.8
+    3x3 256->256 (4x4)        6.9 / 7.4 / 7.7      7.2 / 7.3 / 8.7      7.0 / 6.7 / 9.1
+    3x3/2 256->512 (4x4)      5.9 / **151** / 4.7  3.8 / 4.1 / 3.7      4.5 / 4.7 / 4.3
+    3x3 512->512 (2x2)        **559 / 562** / 8.2  7.2 / 7.4 / 7.7      8.6 / 8.5 / 9.5
+    ========================  ===================  ===================  ===================
+
+    and at 224x224 input:
+
+    ========================  ===================  ===================  ===================
+    7x7/2 3->64 (224x224)     132 / 369 / 340      604 / 483 / 618      3723 / 1014 / 914
+    3x3 64->64 (56x56)        94 / 92 / 215        333 / 243 / 407      260 / 250 / 366
+    1x1/2 64->128 (56x56)     6.6 / 8.2 / **37**   7.2 / 7.2 / 10.6     7.3 / 7.5 / 8.6
+    3x3 128->128 (28x28)      76 / 77 / 128        188 / 157 / 245      185 / 167 / 172
+    1x1/2 128->256 (28x28)    5.1 / 5.6 / **26**   5.1 / 6.1 / 5.6      4.9 / 5.9 / 5.5
+    3x3/2 256->512 (14x14)    55 / 42 / 58         46 / 38 / 45         44 / 39 / 47
+    1x1/2 256->512 (14x14)    5.5 / 5.4 / **19**   4.8 / 4.4 / 5.4      4.7 / 4.7 / 4.8
+    3x3 512->512 (7x7)        87 / 91 / 83         115 / 75 / 122       85 / 77 / 95
+    ========================  ===================  ===================  ===================
+
+    The native kernel is the one to keep except at its cliffs (bold):
+
+    * outputs of very few positions per image (here 2x2) with many channels: forward and
+      input-gradient are ~70x slower than ``im2col``, whose patch matrix is then tiny;
+    * the input-gradient of a strided conv whose input map is small (4x4): ~35x;
+    * the kernel-gradient of strided 1x1 convs (ResNet shortcuts): ~4x; a 1x1 conv is a
+      single GEMM on the strided input and is at least as fast in the other passes too.
+
+    ``_TABLE`` holds the thresholds.  Grouped and depthwise convs keep ``lax``: their matmul
+    form is a batched GEMM of tiny matrices.
     """
     taps = g.kh * g.kw
-    if g.groups != 1 or taps == 1:
-        # Grouped/depthwise: the batched-matmul form is not a win on CPU.  1x1: lax already
-        # emits a plain GEMM and is fast in all three passes.
+    if g.groups != 1:
         return Plan("lax", "lax", "lax")
+    if taps == 1:
+        return Plan("shift", "shift", "shift")
     out_pos = g.ho * g.wo
     in_pos = g.h * g.w
-    fwd = "im2col" if out_pos <= _TABLE["fwd_max_out_positions"] and g.c >= 64 else "lax"
-    # The input-gradient is a (transposed) conv producing the input map from the gradient
-    # map: its cliff follows the small gradient map, made worse by strides.
+    wide = g.c >= _TABLE["min_channels"]
+    fwd = "im2col" if out_pos <= _TABLE["fwd_max_out_positions"] and wide else "lax"
+    # The input-gradient maps the output-sized gradient back onto the input: its cliff
+    # follows the small gradient map, made worse by strides.
     small_grad = out_pos <= _TABLE["dgrad_max_out_positions"]
-    strided_small = (max(g.strides) > 1 and in_pos <= _TABLE["dgrad_strided_max_in_positions"])
-    dgrad = "im2col" if (small_grad or strided_small) and g.c >= 64 else "lax"
-    wgrad = "lax"
-    return Plan(fwd, dgrad, wgrad)
+    strided_small = max(g.strides) > 1 and in_pos <= _TABLE["dgrad_strided_max_in_positions"]
+    dgrad = "im2col" if (small_grad or strided_small) and wide else "lax"
+    return Plan(fwd, dgrad, "lax")
 
 
 # Thresholds of the CPU rule (positions = spatial size per image).
 _TABLE = {
+    "min_channels": 64,
     "fwd_max_out_positions": 4,
     "dgrad_max_out_positions": 4,
     "dgrad_strided_max_in_positions": 64,
@@ -212,66 +237,6 @@ def _fwd_matmul(x, w, g: _Geometry, form: str, precision, preferred):
     return y.reshape(g.n, g.ho, g.wo, g.o)
 
 
-def _dgrad_matmul(ct, x_aval, w, g: _Geometry, form: str, precision):
-    """Input gradient: ``ct @ W^T`` per tap, scattered back by transposing the patch gather."""
-    m = g.n * g.ho * g.wo
-    gr, cg, og = g.groups, g.c // g.groups, g.o // g.groups
-    taps = g.kh * g.kw
-    wk = w.reshape(taps, cg, gr, og)
-    c3 = ct.reshape(m, gr, og)
-    dt = x_aval.dtype
-    if form == "im2col":
-        if gr == 1:
-            dp = _mm(c3.reshape(m, og), wk.reshape(taps * cg, og), ((1,), (1,)),
-                     precision=precision, preferred=dt)
-        else:
-            dp = _mm(c3, wk, ((2,), (3,)), ((1,), (2,)), precision, dt)  # (G, M, T, Cg)
-            dp = jnp.transpose(dp, (1, 2, 0, 3))
-        dp = dp.reshape(m, taps, g.c)
-        (dx,) = jax.linear_transpose(lambda v: _patches(v, g), x_aval)(dp.astype(dt))
-        return dx
-    dts = []
-    for t in range(taps):
-        if gr == 1:
-            d = _mm(c3.reshape(m, og), wk[t, :, 0], ((1,), (1,)), precision=precision,
-                    preferred=dt)
-        else:
-            d = _mm(c3, wk[t], ((2,), (2,)), ((1,), (1,)), precision, dt)  # (G, M, Cg)
-            d = jnp.transpose(d, (1, 0, 2))
-        dts.append(d.reshape(g.n, g.ho, g.wo, g.c).astype(dt))
-    (dx,) = jax.linear_transpose(lambda v: _taps(v, g), x_aval)(dts)
-    return dx
-
-
-def _wgrad_matmul(ct, x, g: _Geometry, form: str, precision, w_dtype):
-    """Kernel gradient: ``P^T @ ct`` contracting over all output positions. Returns HWIO."""
-    m = g.n * g.ho * g.wo
-    gr, cg, og = g.groups, g.c // g.groups, g.o // g.groups
-    taps = g.kh * g.kw
-    c3 = ct.reshape(m, gr, og)
-    if form == "im2col":
-        p = _patches(x, g).reshape(m, taps, gr, cg)
-        if gr == 1:
-            dw = _mm(p.reshape(m, taps * cg), c3.reshape(m, og), ((0,), (0,)),
-                     precision=precision, preferred=w_dtype)
-        else:
-            dw = _mm(p, c3, ((0,), (0,)), ((2,), (1,)), precision, w_dtype)  # (G, T, Cg, Og)
-            dw = jnp.transpose(dw, (1, 2, 0, 3))
-    else:
-        parts = []
-        for xt in _taps(x, g):
-            xt = xt.reshape(m, gr, cg)
-            if gr == 1:
-                d = _mm(xt.reshape(m, cg), c3.reshape(m, og), ((0,), (0,)),
-                        precision=precision, preferred=w_dtype)
-            else:
-                d = jnp.transpose(_mm(xt, c3, ((0,), (0,)), ((1,), (1,)), precision, w_dtype),
-                                  (1, 0, 2))  # (Cg, G, Og)
-            parts.append(d)
-        dw = jnp.stack(parts, axis=0)
-    return dw.reshape(g.kh, g.kw, cg, g.o).astype(w_dtype)
-
-
 def _lax_nhwc(x, w, g: _Geometry, precision, preferred):
     return lax.conv_general_dilated(
         x, w, g.strides, g.pads, rhs_dilation=g.dilation,
@@ -279,34 +244,49 @@ def _lax_nhwc(x, w, g: _Geometry, precision, preferred):
         precision=precision, preferred_element_type=preferred)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
-def _conv_nhwc(x, w, g: _Geometry, plan: Plan, precision, preferred):
-    if plan.fwd == "lax":
+def _apply(form: str, x, w, g: _Geometry, precision, preferred):
+    if form == "lax":
         return _lax_nhwc(x, w, g, precision, preferred)
-    return _fwd_matmul(x, w, g, plan.fwd, precision, preferred)
+    return _fwd_matmul(x, w, g, form, precision, preferred)
 
 
-def _conv_nhwc_fwd(x, w, g, plan, precision, preferred):
-    return _conv_nhwc(x, w, g, plan, precision, preferred), (x, w)
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5))
+def _conv_nhwc(x, w, g: _Geometry, plan: Plan, precision, preferred):
+    return _apply(plan.fwd, x, w, g, precision, preferred)
 
 
-def _conv_nhwc_bwd(g, plan, precision, preferred, res, ct):
-    x, w = res
-    # The cotangent has the output dtype (``preferred`` may be wider than the inputs);
-    # products are taken in the input dtype and accumulated as the backend does for it.
-    ct = ct.astype(x.dtype)
-    if plan.dgrad == "lax" or plan.wgrad == "lax":
-        _, lax_vjp = jax.vjp(lambda a, b: _lax_nhwc(a, b, g, precision, None), x, w)
-        lax_dx, lax_dw = lax_vjp(ct)  # XLA drops whichever of the two is unused.
-    x_aval = jax.ShapeDtypeStruct(x.shape, x.dtype)
-    dx = lax_dx if plan.dgrad == "lax" else _dgrad_matmul(ct, x_aval, w, g, plan.dgrad,
-                                                          precision)
-    dw = lax_dw if plan.wgrad == "lax" else _wgrad_matmul(ct, x, g, plan.wgrad, precision,
-                                                          w.dtype)
-    return dx.astype(x.dtype), dw.astype(w.dtype)
+def _conv_nhwc_jvp(g, plan, precision, preferred, primals, tangents):
+    """``d conv(x, w) = conv(dx, w) + conv(x, dw)``, each term in its pass's formulation.
+
+    Reverse mode transposes these linear terms: the ``dx`` term, written with
+    ``plan.dgrad``, becomes the input gradient (for a matmul form ``ct @ W^T`` followed by
+    the transpose of the patch gather, i.e. col2im); the ``dw`` term, written with
+    ``plan.wgrad``, becomes the kernel gradient (``P^T @ ct``).  A ``custom_jvp`` rather
+    than a ``custom_vjp`` keeps forward mode (``jax.jvp``, ``jacfwd``) working too.
+    """
+    from jax.custom_derivatives import SymbolicZero
+
+    x, w = primals
+    dx, dw = tangents
+    y = _conv_nhwc(x, w, g, plan, precision, preferred)
+    terms = []
+    if not isinstance(dx, SymbolicZero):  # e.g. the input images: no input-gradient pass.
+        terms.append(_apply(plan.dgrad, dx, w, g, precision, preferred))
+    if not isinstance(dw, SymbolicZero):
+        if plan.wgrad == "lax":
+            terms.append(_lax_nhwc(x, dw, g, precision, preferred))
+        else:
+            # Rematerialised so that the patches of x are rebuilt in the backward pass from
+            # the saved x instead of being stored (KH*KW times the activation).
+            terms.append(jax.checkpoint(
+                lambda a, b: _fwd_matmul(a, b, g, plan.wgrad, precision, preferred))(x, dw))
+    if not terms:
+        return y, jnp.zeros_like(y)
+    t = terms[0] if len(terms) == 1 else terms[0] + terms[1]
+    return y, t.astype(y.dtype)
 
 
-_conv_nhwc.defvjp(_conv_nhwc_fwd, _conv_nhwc_bwd)
+_conv_nhwc.defjvp(_conv_nhwc_jvp, symbolic_zeros=True)
 
 
 # ----------------------------------------------------------------------------------------
@@ -332,15 +312,20 @@ def _pairs(padding, in_spatial, kernel_spatial, strides, dilation):
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                          rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
                          batch_group_count=1, precision=None, preferred_element_type=None,
-                         *, impl: str | None = None):
+                         *, impl: str | Plan | None = None):
     """``lax.conv_general_dilated`` computed by the formulation :func:`conv_plan` picks.
 
-    ``impl`` overrides ``JAXVISION_CONV_IMPL`` (``'auto'``, ``'lax'``, ``'matmul'``).
+    ``impl`` overrides ``JAXVISION_CONV_IMPL`` (``'auto'``, ``'lax'``, ``'matmul'``), or
+    is a :class:`Plan` naming the formulation of each pass (used by tests and benchmarks).
     Calls the matmul forms cannot express (``lhs_dilation``, ``batch_group_count``, 3-D,
     mixed or integer dtypes) always use ``lax``.
     """
     impl = requested_impl() if impl is None else impl
-    if impl not in IMPLS:
+    if isinstance(impl, Plan):
+        bad = [f for f in impl if f not in _FORMS]
+        if bad:
+            raise ValueError(f"Plan formulations must be among {_FORMS}, got {bad}")
+    elif impl not in IMPLS:
         raise ValueError(f"impl={impl!r} is not one of {', '.join(IMPLS)}")
 
     def native():
@@ -377,7 +362,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
     if min(n, ho, wo, c, o) <= 0:
         return native()
     geom = _Geometry(n, h, wd, c, kh, kw, o, ho, wo, strides, pads, dilation, groups)
-    plan = conv_plan(geom, impl, _platform(lhs))
+    plan = impl if isinstance(impl, Plan) else conv_plan(geom, impl, _platform(lhs))
     if plan == Plan("lax", "lax", "lax"):
         return native()
     pet = None if preferred_element_type is None else jnp.dtype(preferred_element_type)
@@ -392,4 +377,4 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
     return jnp.transpose(y, perm)
 
 
-__all__ = ["IMPLS", "ENV_VAR", "Plan", "conv_general_dilated", "conv_plan", "requested_impl"]
+__all__ = ["ENV_VAR", "IMPLS", "Plan", "conv_general_dilated", "conv_plan", "requested_impl"]

@@ -1,0 +1,57 @@
+"""Smoke test of the benchmark harness on a tiny model (one timed step)."""
+import csv
+import json
+
+import pytest
+
+from jaxvision import benchmark
+
+
+def test_csv_has_every_column(tmp_path, capsys):
+    out = tmp_path / "bench.csv"
+    rows = benchmark.main(["--models", "test_cnn", "--batch-sizes", "2", "--steps", "1",
+                           "--warmup", "0", "--conv-impl", "matmul", "--out", str(out)])
+    with open(out, newline="") as f:
+        reader = csv.DictReader(f)
+        written = list(reader)
+    assert reader.fieldnames == benchmark.COLUMNS
+    assert len(rows) == len(written) == 1
+    row = written[0]
+    assert row["model"] == "test_cnn" and row["batch"] == "2" and row["conv_impl"] == "matmul"
+    assert (row["height"], row["width"]) == ("28", "28")  # the model's registered size
+    for key in ("train_step_ms", "train_img_s", "train_compile_s", "infer_step_ms",
+                "train_gflop_per_step", "params"):
+        assert float(row[key]) > 0, key
+    assert float(row["train_img_s"]) == pytest.approx(2e3 / float(row["train_step_ms"]))
+    # The train step does more work than inference (backward + update).
+    assert float(row["train_gflop_per_step"]) > float(row["infer_gflop_per_step"])
+    table = capsys.readouterr().out
+    assert "test_cnn" in table and "train ms" in table
+
+
+def test_json_and_torch_comparison(tmp_path):
+    """``--compare torch`` on a model timm does not have is reported, not fatal."""
+    out = tmp_path / "bench.json"
+    benchmark.main(["--models", "test_cnn", "--batch-sizes", "2", "--resolutions", "16",
+                    "--modes", "infer", "--steps", "1", "--warmup", "0", "--compare", "torch",
+                    "--out", str(out)])
+    (row,) = json.loads(out.read_text())
+    assert set(row) == set(benchmark.COLUMNS)
+    assert row["height"] == 16 and row["train_step_ms"] is None
+    assert row["infer_step_ms"] > 0
+    assert row["torch_infer_step_ms"] is None and row["note"]
+
+
+def test_bad_arguments():
+    with pytest.raises(KeyError, match="no_such_model"):
+        benchmark.run(["no_such_model"], [2], [None], ["float32"])
+    with pytest.raises(ValueError, match="dtypes"):
+        benchmark.run(["test_cnn"], [2], [None], ["int8"])
+    with pytest.raises(ValueError, match="modes"):
+        benchmark.run(["test_cnn"], [2], [None], ["float32"], modes=["backward"])
+
+
+def test_peak_tflops_table():
+    assert benchmark.peak_tflops("NVIDIA H100 80GB HBM3", "bfloat16") == 989.0
+    assert benchmark.peak_tflops("NVIDIA A100-SXM4-40GB", "bfloat16") == 312.0
+    assert benchmark.peak_tflops("cpu", "float32") is None

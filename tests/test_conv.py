@@ -1,0 +1,264 @@
+"""Every formulation of ``conv_general_dilated`` equals ``lax.conv_general_dilated`` in value
+and in both gradients, over strides, paddings, kernel sizes, groups, dilations and dtypes."""
+import functools
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from jaxvision.layers import Conv, conv_impl, pad
+from jaxvision.layers import conv as conv_layer
+from jaxvision.layers.conv_impl import Plan, conv_general_dilated
+
+NHWC = ("NHWC", "HWIO", "NHWC")
+FORMS = ("im2col", "shift")
+# Each matmul formulation in all three passes (the grids below), and mixed plans where one
+# pass is lax's and the others are not (test_mixed_plans).
+PLANS = [Plan(f, f, f) for f in FORMS]
+MIXED = [Plan("lax", "im2col", "shift"), Plan("shift", "lax", "im2col"),
+         Plan("im2col", "shift", "lax")]
+
+
+def _value_and_grads(conv, x, w, ct):
+    """(y, dL/dx, dL/dw) for L = <conv(x, w), ct>, jitted."""
+    def f(x, w):
+        y, vjp = jax.vjp(conv, x, w)
+        return (y, *vjp(ct))
+    return jax.jit(f)(x, w)
+
+
+def _check(x_shape, k_shape, strides, padding, *, dilation=(1, 1), groups=1, plan,
+           dtype=jnp.float32, dn=NHWC, seed=0):
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.standard_normal(x_shape), jnp.float32)
+    w = jnp.asarray(rng.standard_normal(k_shape), jnp.float32)
+    kw = dict(rhs_dilation=dilation, dimension_numbers=dn, feature_group_count=groups)
+
+    def ref(a, b):
+        return lax.conv_general_dilated(a, b, strides, padding, precision="highest", **kw)
+
+    def ours(a, b):
+        return conv_general_dilated(a, b, strides, padding, precision="highest", impl=plan,
+                                    **kw)
+
+    y_ref = jax.eval_shape(ref, x, w)
+    ct = jnp.asarray(rng.standard_normal(y_ref.shape), jnp.float32)
+    want = _value_and_grads(ref, x, w, ct)  # float32 reference in every case.
+    got = _value_and_grads(ours, x.astype(dtype), w.astype(dtype), ct.astype(dtype))
+    tol = 1e-5 if dtype == jnp.float32 else 2e-2
+    for name, g, r in zip(("value", "dx", "dw"), got, want):
+        assert g.shape == r.shape and g.dtype == dtype, (name, g.shape, g.dtype)
+        scale = float(jnp.max(jnp.abs(r))) + 1e-6
+        np.testing.assert_allclose(np.asarray(g, np.float32), np.asarray(r), rtol=tol,
+                                   atol=tol * scale, err_msg=f"{name} with {plan}")
+
+
+@pytest.mark.parametrize("plan", PLANS, ids=str)
+@pytest.mark.parametrize("k,stride,padding", [
+    (1, 1, "VALID"), (1, 2, "SAME"), (1, 3, ((0, 1), (1, 0))),
+    (3, 1, ((1, 1), (1, 1))), (3, 2, "SAME"), (3, 3, "VALID"), (3, 2, ((0, 2), (1, 0))),
+    (5, 1, "SAME"), (5, 2, ((2, 1), (0, 2))), (5, 3, "SAME"), (7, 2, ((3, 3), (3, 3))),
+])
+def test_float32_strides_paddings_kernels(plan, k, stride, padding):
+    _check((2, 11, 10, 3), (k, k, 3, 4), (stride, stride), padding, plan=plan)
+
+
+@pytest.mark.parametrize("plan", PLANS, ids=str)
+@pytest.mark.parametrize("groups,cin,cout", [(2, 4, 6), (4, 4, 4), (4, 4, 8)],
+                         ids=["groups2", "depthwise", "depthwise_x2"])
+@pytest.mark.parametrize("stride,dilation,padding", [
+    (2, 1, ((1, 0), (0, 1))), (1, 2, "VALID"), (3, 2, "SAME"),
+])
+def test_float32_groups_dilations(plan, groups, cin, cout, stride, dilation, padding):
+    _check((2, 9, 10, cin), (3, 3, cin // groups, cout), (stride, stride), padding,
+           dilation=(dilation, dilation), groups=groups, plan=plan)
+
+
+@pytest.mark.parametrize("plan", MIXED, ids=str)
+def test_mixed_plans(plan):
+    _check((2, 7, 8, 4), (3, 3, 4, 6), (2, 2), ((1, 0), (1, 1)), plan=plan)
+    _check((2, 7, 8, 4), (3, 3, 2, 6), (1, 1), "SAME", groups=2, dilation=(2, 1), plan=plan)
+
+
+@pytest.mark.parametrize("plan", PLANS + MIXED[:1], ids=str)
+def test_forward_mode_and_input_only_gradients(plan):
+    """jax.jvp works (the derivative rule is a custom_jvp), and a gradient w.r.t. the kernel
+    alone (the input is data, as for a network's first conv) is right."""
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.standard_normal((2, 6, 7, 3)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((3, 3, 3, 5)), jnp.float32)
+    dx = jnp.asarray(rng.standard_normal(x.shape), jnp.float32)
+    dw = jnp.asarray(rng.standard_normal(w.shape), jnp.float32)
+    kw = dict(dimension_numbers=NHWC, precision="highest")
+    ours = lambda a, b: conv_general_dilated(a, b, (2, 1), "SAME", impl=plan, **kw)  # noqa: E731
+    ref = lambda a, b: lax.conv_general_dilated(a, b, (2, 1), "SAME", **kw)  # noqa: E731
+    chex.assert_trees_all_close(jax.jvp(ours, (x, w), (dx, dw)),
+                                jax.jvp(ref, (x, w), (dx, dw)), rtol=1e-5, atol=1e-4)
+    chex.assert_trees_all_close(jax.grad(lambda b: jnp.sum(ours(x, b) ** 2))(w),
+                                jax.grad(lambda b: jnp.sum(ref(x, b) ** 2))(w),
+                                rtol=1e-5, atol=1e-4)
+
+
+def test_rectangular_and_anisotropic():
+    for plan in PLANS:
+        _check((1, 12, 7, 5), (3, 2, 5, 3), (2, 1), ((1, 2), (0, 1)), dilation=(1, 2),
+               plan=plan)
+        # Negative padding crops, as in lax.
+        _check((1, 12, 9, 2), (3, 3, 2, 3), (1, 2), ((-1, 2), (1, -2)), plan=plan)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16], ids=["bf16", "f16"])
+@pytest.mark.parametrize("plan", PLANS, ids=str)
+def test_low_precision(plan, dtype):
+    _check((2, 8, 8, 8), (3, 3, 8, 8), (1, 1), pad(1), plan=plan, dtype=dtype)
+    _check((2, 8, 8, 8), (3, 3, 4, 6), (2, 2), "SAME", groups=2, plan=plan, dtype=dtype)
+
+
+@pytest.mark.parametrize("dn", [("NCHW", "OIHW", "NCHW"), ("NHWC", "OIHW", "NCHW"),
+                                ("NCHW", "HWIO", "NHWC")])
+def test_other_dimension_numbers(dn):
+    x_shape = (2, 3, 9, 8) if dn[0] == "NCHW" else (2, 9, 8, 3)
+    k_shape = (5, 3, 3, 3) if dn[1] == "OIHW" else (3, 3, 3, 5)
+    for plan in PLANS:
+        _check(x_shape, k_shape, (2, 1), ((1, 1), (0, 2)), plan=plan, dn=dn)
+
+
+def test_flax_dimension_numbers_object():
+    """Flax passes a ``ConvDimensionNumbers`` rather than strings."""
+    dn = lax.ConvDimensionNumbers((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))
+    _check((2, 7, 7, 4), (3, 3, 4, 6), (1, 1), "SAME", plan=PLANS[0], dn=dn)
+
+
+def test_one_dimensional():
+    for plan in PLANS:
+        _check((2, 13, 3), (5, 3, 4), (2,), ((2, 1),), dilation=(2,), plan=plan,
+               dn=("NWC", "WIO", "NWC"))
+
+
+def test_preferred_element_type():
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.standard_normal((2, 6, 6, 4)), jnp.bfloat16)
+    w = jnp.asarray(rng.standard_normal((3, 3, 4, 5)), jnp.bfloat16)
+    kw = dict(dimension_numbers=NHWC, preferred_element_type=jnp.float32)
+    want = lax.conv_general_dilated(x, w, (1, 1), "SAME", **kw)
+    for plan in PLANS:
+        f = functools.partial(conv_general_dilated, window_strides=(1, 1), padding="SAME",
+                              impl=plan, **kw)
+        got = f(x, w)
+        assert got.dtype == jnp.float32
+        np.testing.assert_allclose(got, want, rtol=1e-2, atol=1e-2)
+        dx, dw = jax.grad(lambda a, b, f=f: f(a, b).sum(), argnums=(0, 1))(x, w)
+        assert dx.dtype == jnp.bfloat16 and dw.dtype == jnp.bfloat16
+        assert np.isfinite(np.asarray(dx, np.float32)).all()
+
+
+class TestVariants(chex.TestCase):
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_env_impls_agree(self):
+        rng = np.random.default_rng(2)
+        x = jnp.asarray(rng.standard_normal((2, 4, 4, 64)), jnp.float32)
+        w = jnp.asarray(rng.standard_normal((3, 3, 64, 16)), jnp.float32)
+        want = lax.conv_general_dilated(x, w, (1, 1), pad(1), dimension_numbers=NHWC,
+                                        precision="highest")
+        for impl in conv_impl.IMPLS:
+            f = self.variant(lambda a, b, impl=impl: conv_general_dilated(
+                a, b, (1, 1), pad(1), dimension_numbers=NHWC, precision="highest",
+                impl=impl))
+            chex.assert_trees_all_close(f(x, w), want, rtol=1e-5, atol=1e-4)
+
+
+def test_env_var_read_at_trace_time(monkeypatch):
+    x = jnp.ones((1, 2, 2, 64))
+    w = jnp.ones((3, 3, 64, 8))
+
+    def jaxpr_text():  # through the public entry point, which has lax's signature.
+        return str(jax.make_jaxpr(lambda a, b: conv_layer.conv_general_dilated(
+            a, b, (1, 1), pad(1), dimension_numbers=NHWC))(x, w))
+
+    monkeypatch.setenv(conv_impl.ENV_VAR, "lax")
+    assert "conv_general_dilated" in jaxpr_text() and "custom_vjp" not in jaxpr_text()
+    monkeypatch.setenv(conv_impl.ENV_VAR, "matmul")
+    assert "conv_general_dilated" not in jaxpr_text()
+    assert "dot_general" in jaxpr_text()
+    monkeypatch.setenv(conv_impl.ENV_VAR, "fast")
+    with pytest.raises(ValueError, match="JAXVISION_CONV_IMPL"):
+        jaxpr_text()
+
+
+def test_bad_impl_and_plan_rejected():
+    x, w = jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 2, 2))
+    with pytest.raises(ValueError, match="impl"):
+        conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=NHWC, impl="fast")
+    with pytest.raises(ValueError, match="Plan"):
+        conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=NHWC,
+                             impl=Plan("lax", "gemm", "lax"))
+
+
+def test_unsupported_calls_fall_back_to_lax():
+    """lhs_dilation, batch_group_count and 3-D convs are computed by lax, correctly."""
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.standard_normal((2, 5, 5, 4)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((3, 3, 4, 6)), jnp.float32)
+    for kw in (dict(lhs_dilation=(2, 2)), dict(batch_group_count=2)):
+        want = lax.conv_general_dilated(x, w, (1, 1), pad(1), dimension_numbers=NHWC, **kw)
+        got = conv_general_dilated(x, w, (1, 1), pad(1), dimension_numbers=NHWC,
+                                   impl="matmul", **kw)
+        np.testing.assert_array_equal(got, want)
+    x3 = jnp.asarray(rng.standard_normal((1, 4, 4, 4, 2)), jnp.float32)
+    w3 = jnp.asarray(rng.standard_normal((3, 3, 3, 2, 2)), jnp.float32)
+    dn3 = ("NDHWC", "DHWIO", "NDHWC")
+    np.testing.assert_array_equal(
+        conv_general_dilated(x3, w3, (1, 1, 1), "SAME", dimension_numbers=dn3,
+                             impl="matmul"),
+        lax.conv_general_dilated(x3, w3, (1, 1, 1), "SAME", dimension_numbers=dn3))
+
+
+def _geometry(h, c, o, k, s):
+    p = (k - 1) // 2
+    ho = (h + 2 * p - k) // s + 1
+    return conv_impl._Geometry(32, h, h, c, k, k, o, ho, ho, (s, s), ((p, p), (p, p)),
+                               (1, 1), 1)
+
+
+def test_plan_choice():
+    lax_only = Plan("lax", "lax", "lax")
+    tiny = _geometry(2, 512, 512, 3, 1)      # 2x2x512: the native kernel's cliff.
+    strided = _geometry(4, 256, 512, 3, 2)   # input-gradient cliff of a strided conv.
+    big = _geometry(56, 64, 64, 3, 1)
+    shortcut = _geometry(56, 64, 128, 1, 2)
+    assert conv_impl.conv_plan(tiny, "auto", "cpu").fwd == "im2col"
+    assert conv_impl.conv_plan(tiny, "auto", "cpu").dgrad == "im2col"
+    assert conv_impl.conv_plan(strided, "auto", "cpu").dgrad == "im2col"
+    assert conv_impl.conv_plan(big, "auto", "cpu") == lax_only
+    assert conv_impl.conv_plan(shortcut, "auto", "cpu").wgrad != "lax"
+    for platform in ("gpu", "tpu"):
+        assert conv_impl.conv_plan(tiny, "auto", platform) == lax_only
+    assert conv_impl.conv_plan(tiny, "lax", "cpu") == lax_only
+    assert conv_impl.conv_plan(big, "matmul", "gpu") == Plan("im2col", "im2col", "im2col")
+
+
+@pytest.mark.parametrize("impl", ["lax", "matmul"])
+def test_flax_conv_equals_nn_conv(monkeypatch, impl):
+    """``Conv`` has ``nn.Conv``'s variables and, through any implementation, its outputs and
+    gradients (stride 2, explicit padding, bias, groups)."""
+    monkeypatch.setenv(conv_impl.ENV_VAR, impl)
+    x = jax.random.normal(jax.random.key(0), (2, 9, 9, 4))
+    for kw in (dict(strides=(2, 2), padding=pad(1)), dict(padding="SAME", feature_group_count=2),
+               dict(padding="VALID", kernel_dilation=(2, 2))):
+        ours = Conv(6, (3, 3), **kw)
+        ref = nn.Conv(6, (3, 3), kernel_init=ours.kernel_init, precision="highest", **kw)
+        variables = ref.init(jax.random.key(1), x)
+        chex.assert_trees_all_equal_shapes(ours.init(jax.random.key(1), x), variables)
+        ours = ours.clone(precision="highest")
+
+        def loss(module, v, x):
+            return jnp.sum(jnp.sin(module.apply(v, x)))
+
+        got = jax.value_and_grad(functools.partial(loss, ours), argnums=(0, 1))(variables, x)
+        want = jax.value_and_grad(functools.partial(loss, ref), argnums=(0, 1))(variables, x)
+        chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-5)
