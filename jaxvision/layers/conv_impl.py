@@ -84,6 +84,12 @@ def requested_impl() -> str:
 def _platform(x) -> str:
     """Platform the convolution will run on: the input's devices where known (a concrete,
     committed array), otherwise the default backend (inside ``jit`` the input is a tracer)."""
+    if isinstance(x, jax.core.Tracer):
+        # Asking a tracer for its devices raises an error whose message renders the whole
+        # traced program: quadratic tracing time in the depth of the network.
+        return jax.default_backend()
+    if not hasattr(x, "devices"):
+        return jax.default_backend()
     try:
         return next(iter(x.devices())).platform
     except Exception:  # noqa: BLE001 - tracers, numpy arrays: fall back to the default.

@@ -23,8 +23,9 @@ NFNet recipe, is ``optax.adaptive_grad_clip`` in the optimizer chain.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -32,30 +33,35 @@ import jax.numpy as jnp
 
 from jaxvision.layers.conv import Conv
 from jaxvision.layers.std_conv import ScaledStdConv
-from jaxvision.registry import IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCEPTION_STD, \
-    register_model
+from jaxvision.registry import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    INCEPTION_MEAN,
+    INCEPTION_STD,
+    register_model,
+)
 
 # Variance-preserving gains of each non-linearity for a unit-Gaussian input (the DeepMind
 # reference constants, also used by timm).
-NONLIN_GAMMA = dict(
-    identity=1.0,
-    gelu=1.7015043497085571,
-    relu=1.7139588594436646,
-    silu=1.7881293296813965,
-)
+NONLIN_GAMMA = {
+    "identity": 1.0,
+    "gelu": 1.7015043497085571,
+    "relu": 1.7139588594436646,
+    "silu": 1.7881293296813965,
+}
 
-_ACTIVATIONS: dict[str, Callable] = dict(
-    identity=lambda x: x,
-    gelu=partial(jax.nn.gelu, approximate=False),  # torch nn.GELU default: exact erf form
-    relu=jax.nn.relu,
-    silu=jax.nn.silu,
-)
+_ACTIVATIONS: dict[str, Callable] = {
+    "identity": lambda x: x,
+    "gelu": partial(jax.nn.gelu, approximate=False),  # torch nn.GELU default: exact erf form
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+}
 
 _STEM_TYPES = ("", "7x7", "3x3", "7x7_pool", "3x3_pool", "deep", "deep_tiered", "deep_quad",
                "deep_pool")
 
 
-def make_divisible(v: float, divisor: int = 8, min_value: Optional[int] = None,
+def make_divisible(v: float, divisor: int = 8, min_value: int | None = None,
                    round_limit: float = 0.9) -> int:
     """Round a channel count to a multiple of ``divisor`` (timm's rule, so widths match)."""
     min_value = min_value or divisor
@@ -84,8 +90,11 @@ def drop_path(module: nn.Module, x: jnp.ndarray, rate: float, deterministic: boo
 def avg_pool_ceil(x: jnp.ndarray, stride: int) -> jnp.ndarray:
     """2x2 average pool with ``ceil_mode=True, count_include_pad=False`` (torch semantics):
     a trailing odd row/column forms its own window averaged over the pixels it has."""
-    h, w = x.shape[1:3]
-    ph, pw = (-(h - 2) % stride) if h > 2 else 0, (-(w - 2) % stride) if w > 2 else 0
+    def extra(n):  # torch: out = ceil((n - 2) / stride) + 1 windows, the last one clipped
+        out = -(-(n - 2) // stride) + 1
+        return (out - 1) * stride + 2 - n
+
+    ph, pw = extra(x.shape[1]), extra(x.shape[2])
     return nn.avg_pool(x, (2, 2), (stride, stride), padding=((0, ph), (0, pw)),
                        count_include_pad=False)
 
@@ -178,8 +187,8 @@ class NormFreeNet(nn.Module):
     channels: Sequence[int]
     alpha: float = 0.2
     stem_type: str = "3x3"
-    stem_chs: Optional[int] = None
-    group_size: Optional[int] = None
+    stem_chs: int | None = None
+    group_size: int | None = None
     se_ratio: float = 0.0  # SE reduction ratio; 0 disables SE
     se_divisor: int = 8
     attn_gain: float = 2.0
@@ -214,7 +223,7 @@ class NormFreeNet(nn.Module):
         gamma = NONLIN_GAMMA[self.act]
         base_act = _ACTIVATIONS[self.act]
         if self.gamma_in_act:
-            act = lambda v: base_act(v) * gamma  # noqa: E731
+            act = lambda v: base_act(v) * gamma
             conv = partial(ScaledStdConv, eps=self.std_conv_eps, dtype=self.dtype)
         else:
             act = base_act
@@ -296,23 +305,23 @@ class NormFreeNet(nn.Module):
 # -- variants -------------------------------------------------------------------------------
 def _nf_resnet(depths, channels=(256, 512, 1024, 2048), **kw):
     """Pre-activation NF-ResNet: 7x7 stem + max pool, ReLU, 1/4 bottlenecks."""
-    cfg = dict(depths=depths, channels=channels, stem_type="7x7_pool", stem_chs=64,
-               bottle_ratio=0.25, act="relu")
+    cfg = {"depths": depths, "channels": channels, "stem_type": "7x7_pool", "stem_chs": 64,
+               "bottle_ratio": 0.25, "act": "relu"}
     return NormFreeNet(**{**cfg, **kw})
 
 
 def _nfnet(depths, channels=(256, 512, 1536, 1536), feat_mult=2.0, **kw):
     """NFNet-F: deep 4-conv stem, grouped (width 128) bottlenecks with two 3x3s, SE, GELU."""
-    cfg = dict(depths=depths, channels=channels, stem_type="deep_quad", stem_chs=128,
-               group_size=128, bottle_ratio=0.5, extra_conv=True,
-               num_features=int(channels[-1] * feat_mult), act="gelu", se_ratio=0.5)
+    cfg = {"depths": depths, "channels": channels, "stem_type": "deep_quad", "stem_chs": 128,
+               "group_size": 128, "bottle_ratio": 0.5, "extra_conv": True,
+               "num_features": int(channels[-1] * feat_mult), "act": "gelu", "se_ratio": 0.5}
     return NormFreeNet(**{**cfg, **kw})
 
 
 def _dm_nfnet(depths, **kw):
     """NFNet-F laid out as DeepMind's release: gamma inside the activation, TF 'SAME' convs,
     and skipinit gains."""
-    return _nfnet(depths, **{**dict(gamma_in_act=True, same_padding=True, skipinit=True), **kw})
+    return _nfnet(depths, **{"gamma_in_act": True, "same_padding": True, "skipinit": True, **kw})
 
 
 _F_DEPTHS = {i: (1 + i, 2 * (1 + i), 6 * (1 + i), 3 * (1 + i)) for i in range(8)}
@@ -420,12 +429,12 @@ def nfnet_f7(**kwargs):
 @register_model(input_size=(32, 32, 3), num_classes=10, mean=IMAGENET_MEAN, std=IMAGENET_STD)
 def test_nf_resnet(**kwargs):
     return _nf_resnet((1, 1, 1, 1), channels=(16, 32, 48, 64), stem_chs=16,
-                      **{**dict(num_classes=10, zero_init_last=False), **kwargs})
+                      **{"num_classes": 10, "zero_init_last": False, **kwargs})
 
 
 # Same architecture as timm's ``test_nfnet`` (so its weights convert), at a small input size.
 @register_model(input_size=(32, 32, 3), mean=INCEPTION_MEAN, std=INCEPTION_STD, crop_pct=0.95)
 def test_nfnet(**kwargs):
     return _nfnet((1, 1, 1, 1), channels=(32, 64, 96, 128), feat_mult=1.5,
-                  **{**dict(group_size=8, bottle_ratio=0.25, se_ratio=0.25, act="silu",
-                            zero_init_last=False), **kwargs})
+                  **{"group_size": 8, "bottle_ratio": 0.25, "se_ratio": 0.25, "act": "silu",
+                            "zero_init_last": False, **kwargs})
