@@ -9,7 +9,8 @@ All modules take NHWC inputs and return a tensor of the same shape.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -17,7 +18,7 @@ import jax.numpy as jnp
 from jaxvision.layers.conv import Conv, pad
 
 
-def make_divisible(v: float, divisor: int = 8, min_value: Optional[int] = None,
+def make_divisible(v: float, divisor: int = 8, min_value: int | None = None,
                    round_limit: float = 0.9) -> int:
     """Round ``v`` to the nearest multiple of ``divisor`` (at least ``min_value``), going
     one step up if rounding would lose more than ``1 - round_limit`` of ``v``.  Same rule as
@@ -29,7 +30,7 @@ def make_divisible(v: float, divisor: int = 8, min_value: Optional[int] = None,
     return new_v
 
 
-def reduced_channels(channels: int, rd_ratio: float, rd_channels: Optional[int],
+def reduced_channels(channels: int, rd_ratio: float, rd_channels: int | None,
                      rd_divisor: int) -> int:
     """Hidden width of an attention bottleneck: ``rd_channels`` if given, otherwise
     ``channels * rd_ratio`` rounded to a multiple of ``rd_divisor`` (never rounded up for
@@ -52,7 +53,7 @@ class SqueezeExcite(nn.Module):
     """
 
     rd_ratio: float = 1.0 / 16
-    rd_channels: Optional[int] = None
+    rd_channels: int | None = None
     rd_divisor: int = 8
     act_fn: Callable = nn.relu
     gate_fn: Callable = nn.sigmoid
@@ -84,7 +85,7 @@ class ChannelAttention(nn.Module):
     layers and ``C // r`` hidden units, which reproduces the paper's parameter counts."""
 
     rd_ratio: float = 1.0 / 16
-    rd_channels: Optional[int] = None
+    rd_channels: int | None = None
     rd_divisor: int = 1
     act_fn: Callable = nn.relu
     gate_fn: Callable = nn.sigmoid
@@ -97,7 +98,7 @@ class ChannelAttention(nn.Module):
         rd = reduced_channels(c, self.rd_ratio, self.rd_channels, self.rd_divisor)
         fc1 = nn.Dense(rd, use_bias=self.use_bias, dtype=self.dtype, name="fc1")
         fc2 = nn.Dense(c, use_bias=self.use_bias, dtype=self.dtype, name="fc2")
-        mlp = lambda v: fc2(self.act_fn(fc1(v)))  # noqa: E731 - shared weights for both pools
+        mlp = lambda v: fc2(self.act_fn(fc1(v)))
         logits = mlp(jnp.mean(x, axis=(1, 2))) + mlp(jnp.max(x, axis=(1, 2)))  # (B, C)
         return x * self.gate_fn(logits)[:, None, None, :]
 
@@ -134,7 +135,7 @@ class CBAM(nn.Module):
     followed by spatial attention, ``F' = M_c(F) * F``, ``F'' = M_s(F') * F'``."""
 
     rd_ratio: float = 1.0 / 16
-    rd_channels: Optional[int] = None
+    rd_channels: int | None = None
     rd_divisor: int = 1
     spatial_kernel_size: int = 7
     act_fn: Callable = nn.relu

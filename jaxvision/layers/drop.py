@@ -7,8 +7,6 @@ the ``'dropout'`` RNG stream.
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -42,11 +40,11 @@ class DropPath(nn.Module):
 
     rate: float = 0.0
     scale_by_keep: bool = True
-    deterministic: Optional[bool] = None
+    deterministic: bool | None = None
     rng_collection: str = "dropout"
 
     @nn.compact
-    def __call__(self, x, deterministic: Optional[bool] = None):
+    def __call__(self, x, deterministic: bool | None = None):
         deterministic = nn.merge_param("deterministic", self.deterministic, deterministic)
         if deterministic or self.rate == 0.0:
             return x

@@ -17,17 +17,24 @@ state-dict keys (``layer1_0/conv1`` <-> ``layer1.0.conv1``).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from functools import partial
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from jaxvision.layers.attention import CBAM, SqueezeExcite
 from jaxvision.layers.conv import Conv, he_normal_fan_out, pad
 from jaxvision.layers.drop import DropPath, linear_drop_path_rates
-from jaxvision.registry import (CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD,
-                                register_model)
+from jaxvision.registry import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    register_model,
+)
 
 ATTN_TYPES = (None, "se", "cbam")
 STEM_TYPES = ("", "deep", "deep_tiered", "cifar")
@@ -45,9 +52,9 @@ def avg_pool_ceil(x, window: int = 2, stride: int = 2):
     h, w = x.shape[1:3]
     # torch's ceil-mode output size, ceil((n - window) / stride) + 1, then the right/bottom
     # padding that makes the last window fit.
-    extra = lambda n: max((-(-(n - window) // stride)) * stride + window - n, 0)  # noqa: E731
+    extra = lambda n: max((-(-(n - window) // stride)) * stride + window - n, 0)
     padding = ((0, extra(h)), (0, extra(w)))
-    add = lambda a, b: a + b  # noqa: E731
+    add = jax.lax.add  # recognised as a (differentiable) windowed sum
     summed = nn.pool(x, 0.0, add, (window, window), (stride, stride), padding)
     count = nn.pool(jnp.ones((1, h, w, 1), x.dtype), 0.0, add, (window, window),
                     (stride, stride), padding)
@@ -59,13 +66,13 @@ class _ResidualBlock(nn.Module):
 
     planes: int
     stride: int = 1
-    downsample: Optional[str] = None  # None (identity), 'conv', 'avg' or 'A' (zero padding)
+    downsample: str | None = None  # None (identity), 'conv', 'avg' or 'A' (zero padding)
     down_kernel_size: int = 1
     cardinality: int = 1
     base_width: int = 64
     reduce_first: int = 1
-    attn: Optional[str] = None
-    attn_kwargs: Optional[dict] = None
+    attn: str | None = None
+    attn_kwargs: dict | None = None
     drop_path_rate: float = 0.0
     zero_init_last: bool = False
     dtype: Any = jnp.float32
@@ -195,8 +202,8 @@ class ResNet(nn.Module):
     down_kernel_size: int = 1
     block_reduce_first: int = 1
     shortcut_type: str = "B"
-    attn: Optional[str] = None
-    attn_kwargs: Optional[dict] = None
+    attn: str | None = None
+    attn_kwargs: dict | None = None
     drop_rate: float = 0.0
     drop_path_rate: float = 0.0
     zero_init_last: bool = True
