@@ -69,19 +69,28 @@ def kill_once(workdir, sleep, mode, rng, max_wait=120.0):
     proc = subprocess.Popen(command(workdir, sleep), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     ckdir = os.path.join(workdir, "checkpoints")
-    start = time.time()
-    delay = rng.uniform(2.0, 2.0 + 16 * sleep + 4.0)
+    metrics = os.path.join(workdir, "metrics.jsonl")
+    start, training_since = time.time(), None
+    # a moment within the training steps (after start-up and compilation)
+    delay = rng.uniform(0.0, 16 * sleep + 1.0)
     try:
         while proc.poll() is None and time.time() - start < max_wait:
-            if mode == "during_write" and os.path.isdir(ckdir) and any(
-                    "orbax-checkpoint-tmp" in n for n in os.listdir(ckdir)):
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-                return "during_write"
-            if mode == "random" and time.time() - start >= delay:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-                return "random"
+            names = os.listdir(ckdir) if os.path.isdir(ckdir) else []
+            if mode == "during_write":
+                # a write in flight while an earlier checkpoint is complete, so that the
+                # rerun must skip the partial one and resume from the complete one
+                if any("orbax-checkpoint-tmp" in n for n in names) and any(
+                        n.isdigit() for n in names):
+                    proc.send_signal(signal.SIGKILL)
+                    proc.wait()
+                    return "during_write"
+            elif mode == "random":
+                if training_since is None and os.path.exists(metrics):
+                    training_since = time.time()
+                if training_since is not None and time.time() - training_since >= delay:
+                    proc.send_signal(signal.SIGKILL)
+                    proc.wait()
+                    return "random"
             time.sleep(0.005)
     finally:
         if proc.poll() is None:

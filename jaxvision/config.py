@@ -102,3 +102,46 @@ def validate_keys(config, reference=None, prefix: str = ""):
         if (isinstance(sub, ml_collections.ConfigDict) and key != "model_kwargs"
                 and isinstance(reference[key], ml_collections.ConfigDict)):
             validate_keys(sub, reference[key], prefix + key + ".")
+
+
+# ------------------------------------------------------------------------------------------
+# Dataset presets shared by the experiment configs
+# ------------------------------------------------------------------------------------------
+
+def mnist_idx(c, path: str = "", epochs: float = 10, batch: int = 128):
+    """The 60,000 MNIST training images as IDX files; the last 10,000 held out."""
+    c.dataset.source = "idx"
+    c.dataset.path = path
+    c.dataset.eval_split = "validation"
+    c.dataset.validation_size = 10_000
+    c.batch_size = batch
+    c.num_epochs = epochs
+    c.log_every_steps = 100
+    return c
+
+
+def cifar(c, name: str = "cifar10", epochs: float = 200, batch: int = 128):
+    """CIFAR from tfds, evaluated on its test split, with the standard crop + flip."""
+    c.dataset.source = "tfds"
+    c.dataset.name = name
+    c.dataset.eval_split = "test"
+    c.dataset.mean = (0.4914, 0.4822, 0.4465)
+    c.dataset.std = (0.2470, 0.2435, 0.2616)
+    c.batch_size = batch
+    c.num_epochs = epochs
+    c.augment = "random_crop(32, pad=4)|flip_lr"
+    c.log_every_steps = 100
+    return c
+
+
+def imagenet(c, epochs: float = 90, batch: int = 256):
+    """ImageNet-1k from tfds (imagenet2012, prepared in dataset.data_dir), decoded to the
+    model's input size on the host, validation split for evaluation."""
+    c.dataset.source = "tfds"
+    c.dataset.name = "imagenet2012"
+    c.dataset.eval_split = "validation"
+    c.batch_size = batch
+    c.num_epochs = epochs
+    c.augment = "flip_lr"
+    c.log_every_steps = 500
+    return c

@@ -44,9 +44,9 @@ def load_datasets(ds_cfg, num_classes: int | None = None, input_size=None) -> Da
     elif source == "tfds":
         if not ds_cfg.name:
             raise DataError("dataset.source='tfds' needs dataset.name, e.g. 'cifar10'")
+        size = tuple(ds_cfg.image_size) or (tuple(input_size[:2]) if input_size else None)
         splits = load_tfds(ds_cfg.name, ds_cfg.data_dir or None,
-                           splits=("train", ds_cfg.eval_split if ds_cfg.eval_split != "validation"
-                                   else "train"))
+                           splits=("train", ds_cfg.eval_split), image_size=size)
     elif source == "folder":
         from jaxvision.data.folder import load_folder
         if not ds_cfg.path:

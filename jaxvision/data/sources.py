@@ -181,22 +181,32 @@ def load_idx(path: str, num_classes: int | None = None) -> dict[str, Split]:
 # ---------------------------------------------------------------------------------------
 
 class _TfdsSource:
-    """Random access to a prepared tfds split (array_record), decoded to (uint8 HWC, label)."""
+    """Random access to a prepared tfds split (array_record), decoded to (uint8 HWC, label);
+    with ``image_size`` every image is resized (shorter side) and centre-cropped to it."""
 
-    def __init__(self, ds, image_key, label_key):
+    def __init__(self, ds, image_key, label_key, image_size=None):
         self.ds, self.image_key, self.label_key = ds, image_key, label_key
+        self.image_size = image_size
 
     def __len__(self):
         return len(self.ds)
 
     def __getitem__(self, i):
         ex = self.ds[int(i)]
-        return np.asarray(ex[self.image_key], np.uint8), int(ex[self.label_key])
+        img = np.asarray(ex[self.image_key], np.uint8)
+        if self.image_size is not None and img.shape[:2] != tuple(self.image_size):
+            from PIL import Image
+
+            from jaxvision.data.folder import _resize_crop
+            pil = Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)
+            img = np.asarray(_resize_crop(pil, tuple(self.image_size)), np.uint8)
+            img = img[..., None] if img.ndim == 2 else img
+        return img, int(ex[self.label_key])
 
 
 def load_tfds(name: str, data_dir: str | None = None, splits: Sequence[str] = ("train", "test"),
               image_key: str = "image", label_key: str = "label",
-              max_in_memory_bytes: int = 2 << 30) -> dict[str, Split]:
+              max_in_memory_bytes: int = 2 << 30, image_size=None) -> dict[str, Split]:
     """A tfds image-classification dataset by name (``mnist``, ``cifar10``, ``imagenet2012``...).
 
     Splits that fit in ``max_in_memory_bytes`` and have a fixed image shape are loaded into
@@ -224,9 +234,10 @@ def load_tfds(name: str, data_dir: str | None = None, splits: Sequence[str] = ("
         except Exception as e:
             raise DataError(f"cannot open tfds {name}/{split} in {data_dir!r}: {e}. Prepare it "
                             f"first (pip install 'jaxvision[tf]'; tfds build {name}).") from e
-        src = _TfdsSource(ds, image_key, label_key)
-        n = len(src)
         fixed = None not in shape
+        resize = tuple(image_size) if (image_size and not fixed) else None
+        src = _TfdsSource(ds, image_key, label_key, resize)
+        n = len(src)
         if fixed and n * int(np.prod(shape)) <= max_in_memory_bytes:
             images = np.empty((n, *shape), np.uint8)
             labels = np.empty((n,), np.int32)
@@ -235,8 +246,8 @@ def load_tfds(name: str, data_dir: str | None = None, splits: Sequence[str] = ("
             out[split] = Split(labels, num_classes, split, images=images)
         else:
             labels = np.array([int(src.ds[i][label_key]) for i in range(n)], np.int32)
-            out[split] = Split(labels, num_classes, split, source=src,
-                               image_shape=shape if fixed else None)
+            out_shape = shape if fixed else ((*resize, shape[-1]) if resize else None)
+            out[split] = Split(labels, num_classes, split, source=src, image_shape=out_shape)
     if not out:
         raise DataError(f"tfds dataset {name!r} has none of the splits {list(splits)}; it has "
                         f"{list(info.splits.keys())}")

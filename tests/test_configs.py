@@ -1,0 +1,48 @@
+"""Every experiment config loads, builds its model and runs 2 training steps, with its dataset
+replaced by synthetic data of the same image shape (one example per device)."""
+import glob
+import importlib.util
+import os
+
+import pytest
+
+import jaxvision
+from jaxvision import train
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "experiments", "configs")
+CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(CONFIG_DIR, "*.py")))
+# configs whose argument selects another model or dataset: each variant is run too
+ARGS = {"odenet_mnist": ["rknet", "resnet6"], "wrn28_10_cifar": ["cifar100_dropout"],
+        "dropout_mlp_mnist": ["maxout"], "mcdnn_mnist": ["1"], "mnist_cnn": ["idx"]}
+
+
+def load(name, arg=None):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(CONFIG_DIR, name + ".py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.__doc__ and "python -m jaxvision.train" in mod.__doc__, "docstring: the command"
+    assert "Paper's figure" in mod.__doc__ or name == "mnist_cnn"
+    return mod.get_config(arg)
+
+
+@pytest.mark.parametrize("name,arg", [(n, None) for n in CONFIGS]
+                         + [(n, a) for n, args in ARGS.items() for a in args])
+def test_config_runs_two_steps_on_synthetic_data(name, arg, tmp_path):
+    c = load(name, arg)
+    assert jaxvision.is_model(c.model)
+    with c.unlocked():
+        c.dataset.source = "synthetic"
+        c.dataset.train_size = 16
+        c.dataset.eval_split = "validation"
+        c.num_classes = c.num_classes or 10
+        c.batch_size = 8
+        c.eval_batch_size = 8
+        c.num_train_steps = 2
+        c.num_epochs = 0
+        c.log_every_steps = 1
+        c.checkpoint_every_steps = 2
+        c.eval_every_steps = 2
+        c.ema_decay = min(c.ema_decay, 0.9)
+    result = train.train_and_evaluate(c, str(tmp_path))
+    assert result["eval_count"] == 4
