@@ -42,8 +42,8 @@ def max_pool(x, window=3, stride=2, padding=0, ceil_mode: bool = False):
     """torch ``MaxPool2d(window, stride, padding, ceil_mode)`` on (B, H, W, C)."""
     k, s, p = tuple2(window), tuple2(stride), tuple2(padding)
     pads, _ = _pads(x.shape[1:3], k, s, p, ceil_mode)
-    init = jnp.array(-jnp.inf, x.dtype)
-    return jax.lax.reduce_window(x, init, jax.lax.max, (1, *k, 1), (1, *s, 1),
+    # A Python-scalar identity lets JAX pick its differentiable max-window primitive.
+    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, *k, 1), (1, *s, 1),
                                  ((0, 0), *pads, (0, 0)))
 
 
@@ -54,8 +54,7 @@ def avg_pool(x, window=3, stride=1, padding=0, ceil_mode: bool = False,
     h, w = x.shape[1:3]
     pads, _ = _pads((h, w), k, s, p, ceil_mode)
     win_pad = ((0, 0), *pads, (0, 0))
-    total = jax.lax.reduce_window(x, jnp.array(0, x.dtype), jax.lax.add, (1, *k, 1),
-                                  (1, *s, 1), win_pad)
+    total = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, *k, 1), (1, *s, 1), win_pad)
     # Divisor per output position, computed in numpy at trace time (shapes are static).
     if count_include_pad:
         # Elements inside the explicitly padded frame count; the ceil-mode overhang does not.
