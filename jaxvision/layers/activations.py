@@ -17,19 +17,19 @@ class PReLU(nn.Module):
     """Parametric ReLU ``f(y_i) = max(0, y_i) + a_i min(0, y_i)`` (He et al., 2015).
 
     ``channel_shared=False`` learns one slope ``a_i`` per channel (last axis); ``True`` learns
-    one slope for the whole layer.  Slopes start at ``init=0.25`` as in the paper and should
-    not be weight-decayed (the paper trains them without decay).
+    one slope for the whole layer.  Slopes start at ``init_value=0.25`` as in the paper and
+    should not be weight-decayed (the paper trains them without decay).
     """
 
     channel_shared: bool = False
-    init: float = 0.25
+    init_value: float = 0.25
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x):
         shape = (1,) if self.channel_shared else (x.shape[-1],)
-        a = self.param("alpha", nn.initializers.constant(self.init), shape, self.param_dtype)
+        a = self.param("alpha", nn.initializers.constant(self.init_value), shape, self.param_dtype)
         x = x.astype(self.dtype)
         return jnp.where(x >= 0, x, a.astype(self.dtype) * x)
 

@@ -85,7 +85,7 @@ def alexnet(**kwargs):
 @register_model(input_size=(32, 32, 3), num_classes=10, mean=IMAGENET_MEAN, std=IMAGENET_STD,
                 crop_pct=1.0)
 def test_alexnet(**kwargs):
-    return AlexNet(**dict(dict(widths=(8, 8, 8, 8, 8), kernels=(5, 3, 3, 3, 3),
+    return AlexNet(**dict(dict(num_classes=10, widths=(8, 8, 8, 8, 8), kernels=(5, 3, 3, 3, 3),
                                strides=(2, 1, 1, 1, 1), paddings=(2, 1, 1, 1, 1),
                                pool_after=(0, 4), hidden=(16,),
                                pool_size=2), **kwargs))

@@ -13,7 +13,7 @@ Two auxiliary classifiers sit on (4a) and (4d): 5x5/3 average pooling (14x14 -> 
 convolution with 128 filters and ReLU, a 1024-unit FC layer with ReLU, 70% dropout and a
 linear classifier.  They run only in training (and at init, so their parameters exist);
 when the trainer passes ``targets`` their cross-entropy losses, weighted by 0.3, are emitted
-with ``self.sow('losses', 'aux1' / 'aux2', ...)``.  The returned value is always the main
+with ``self.sow('losses', 'aux1_loss' / 'aux2_loss', ...)``.  The returned value is always the main
 logits.  ``googlenet_paper``'s parameter count includes the auxiliary heads.
 
 ``googlenet`` is torchvision's model: BN (eps 1e-3) after every convolution (no conv bias),
@@ -164,7 +164,8 @@ class GoogLeNet(nn.Module):
                                    dropout_rate=self.aux_dropout, dtype=self.dtype,
                                    name=aux_name)(x, train)
                 if train and targets is not None:
-                    self.sow("losses", aux_name, self.aux_weight * _soft_ce(aux, targets))
+                    self.sow("losses", f"{aux_name}_loss",
+                             self.aux_weight * _soft_ce(aux, targets))
 
         x = global_avg_pool(x)
         if self.num_classes == 0:
@@ -190,8 +191,9 @@ def googlenet(**kwargs):
                 crop_pct=1.0)
 def test_googlenet(**kwargs):
     """Tiny paper-style GoogLeNet with both auxiliary heads active."""
-    tiny = tuple(tuple(max(2, c // 32) for c in row) for row in INCEPTION_TABLE)
-    return GoogLeNet(**dict(dict(table=tiny, stem=(4, 4, 8), aux_widths=(4, 16)), **kwargs))
+    tiny = tuple(tuple(max(4, c // 16) for c in row) for row in INCEPTION_TABLE)
+    return GoogLeNet(**dict(dict(num_classes=10, table=tiny, stem=(8, 8, 16), aux_widths=(4, 16)),
+                            **kwargs))
 
 
 __all__ = ["GoogLeNet", "INCEPTION_TABLE", "Inception", "InceptionAux", "MODULE_NAMES"]

@@ -97,9 +97,11 @@ def _normalize_width_one(img, width: float, threshold: float):
     # Stretch horizontally only (the height of the 20-pixel box is kept), around the box
     # centre, which moves to the image centre.
     src_x = centre_src + (cols_out - centre_dst) / scale
-    out = jax.vmap(lambda ch: map_coordinates(ch, [rows, src_x], order=1, mode="constant",
-                                              cval=lo), in_axes=-1, out_axes=-1)(img)
-    return out.astype(img.dtype)
+    # Resample the image relative to its background, so outside the source is background.
+    out = jax.vmap(lambda ch: map_coordinates(ch - lo, [rows, src_x], order=1,
+                                              mode="constant", cval=0.0),
+                   in_axes=-1, out_axes=-1)(img)
+    return (out + lo).astype(img.dtype)
 
 
 def normalize_width(images, width: float, threshold: float = 0.1):
@@ -172,7 +174,13 @@ class Committee:
         if not columns:
             raise ValueError("a committee needs at least one column")
         self.columns = [c if isinstance(c, Column) else Column(*c) for c in columns]
-        self._fns = [jax.jit(self._column_fn(c.model, c.preprocess)) for c in self.columns]
+        # Columns sharing a module and a preprocessing function share one compiled function.
+        compiled = {}
+        for c in self.columns:
+            key = (id(c.model), id(c.preprocess))
+            if key not in compiled:
+                compiled[key] = jax.jit(self._column_fn(c.model, c.preprocess))
+        self._fns = [compiled[(id(c.model), id(c.preprocess))] for c in self.columns]
 
     @staticmethod
     def _column_fn(model, preprocess):

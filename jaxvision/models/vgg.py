@@ -162,8 +162,8 @@ def vgg19_bn(**kwargs):
                 crop_pct=1.0)
 def test_vgg(**kwargs):
     """A tiny configuration with LRN, a 1x1 conv and BN, to exercise every layer kind."""
-    return VGG(**dict(dict(cfg=(4, "L", "M", 8, ("1", 8), "M", 8, "M"), batch_norm=True,
-                           head_hidden=16, act_layer="prelu"), **kwargs))
+    return VGG(**dict(dict(num_classes=10, cfg=(4, "L", "M", 8, ("1", 8), "M", 8, "M"),
+                           batch_norm=True, head_hidden=16, act_layer="prelu"), **kwargs))
 
 
 __all__ = ["CFGS", "VGG"]
