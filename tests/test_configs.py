@@ -1,5 +1,10 @@
 """Every experiment config loads, builds its model and runs 2 training steps, with its dataset
-replaced by synthetic data of the same image shape (one example per device)."""
+replaced by synthetic data of the same image shape (one example per device).
+
+ImageNet-size configs (224px models of up to 200M parameters) take minutes each to compile and
+step on a CPU, so by default they are checked without compiling: config, model shapes
+(``jax.eval_shape``), optimizer chain and augmentation spec.  Set
+``JAXVISION_TEST_LARGE_CONFIGS=1`` to run their two steps as well."""
 import glob
 import importlib.util
 import os
@@ -26,8 +31,32 @@ def load(name, arg=None):
     return mod.get_config(arg)
 
 
-@pytest.mark.parametrize("name,arg", [(n, None) for n in CONFIGS]
-                         + [(n, a) for n, args in ARGS.items() for a in args])
+LARGE = [n for n in CONFIGS if n.endswith("_imagenet")]
+RUN_LARGE = os.environ.get("JAXVISION_TEST_LARGE_CONFIGS") == "1"
+STEPPED = [(n, None) for n in CONFIGS if RUN_LARGE or n not in LARGE] + [
+    (n, a) for n, args in ARGS.items() for a in args]
+
+
+@pytest.mark.parametrize("name", LARGE)
+def test_large_config_builds_without_compiling(name):
+    import jax
+
+    from jaxvision import optim
+    from jaxvision.data.augment import build_augment, build_mix
+    from jaxvision.utils import param_count
+    c = load(name)
+    model = jaxvision.create_model(c.model, num_classes=1000, **dict(c.model_kwargs))
+    assert param_count(model, jaxvision.model_cfg(c.model)["input_size"]) > 1e6
+    params = {"w": jax.ShapeDtypeStruct((3, 3), "float32")}
+    tx, lr = optim.make_optimizer(c, params, 1000, 100, c.batch_size)
+    assert float(lr(0)) >= 0
+    if c.augment:
+        build_augment(c.augment)
+    if c.mix:
+        build_mix(c.mix)
+
+
+@pytest.mark.parametrize("name,arg", STEPPED)
 def test_config_runs_two_steps_on_synthetic_data(name, arg, tmp_path):
     c = load(name, arg)
     assert jaxvision.is_model(c.model)

@@ -22,6 +22,6 @@ def get_config(arg: str | None = None):
     c.warmup_steps = 10_000
     c.grad_clip_norm = 1.0
     c.model_kwargs.drop_path_rate = 0.1
-    c.augment = "random_resized_crop(224)|flip_lr|randaugment(n=2, m=15)"
+    c.augment = "random_resized_crop(224)|flip_lr|randaugment(n=2, m=10)"
     c.mix = "mixup(alpha=0.5)"
     return lock(c)

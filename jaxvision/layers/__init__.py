@@ -1,4 +1,13 @@
 """Reusable building blocks shared by the model families."""
+from jaxvision.layers.activations import PReLU
+from jaxvision.layers.attention import CBAM, SqueezeExcite, make_divisible
 from jaxvision.layers.conv import Conv, conv_general_dilated, he_normal, he_normal_fan_out, pad
+from jaxvision.layers.drop import DropPath, drop_path
+from jaxvision.layers.lrn import LocalResponseNorm, local_response_norm
+from jaxvision.layers.spatial_transformer import SpatialTransformer, affine_grid, grid_sample
+from jaxvision.layers.std_conv import ScaledStdConv
 
-__all__ = ["Conv", "conv_general_dilated", "he_normal", "he_normal_fan_out", "pad"]
+__all__ = ["CBAM", "Conv", "DropPath", "LocalResponseNorm", "PReLU", "ScaledStdConv",
+           "SpatialTransformer", "SqueezeExcite", "affine_grid", "conv_general_dilated",
+           "drop_path", "grid_sample", "he_normal", "he_normal_fan_out", "local_response_norm",
+           "make_divisible", "pad"]

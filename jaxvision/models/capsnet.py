@@ -23,6 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxvision import losses
 from jaxvision.layers import Conv, pad
 from jaxvision.registry import register_model
 
@@ -80,9 +81,7 @@ def margin_loss(lengths: jnp.ndarray, targets: jnp.ndarray, m_plus: float = 0.9,
     if targets.shape != lengths.shape:
         raise ValueError(f"margin_loss: targets {targets.shape} do not match lengths "
                          f"{lengths.shape} (give integer labels (B,) or one-hot (B, K))")
-    present = targets * jnp.square(jnp.maximum(0.0, m_plus - lengths))
-    absent = lam * (1.0 - targets) * jnp.square(jnp.maximum(0.0, lengths - m_minus))
-    return jnp.mean(jnp.sum(present + absent, axis=-1))
+    return jnp.mean(losses.margin_loss(lengths, targets, m_plus, m_minus, lam))
 
 
 class DigitCaps(nn.Module):
