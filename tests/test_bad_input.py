@@ -40,14 +40,15 @@ def idx_config(path, **kw):
 @pytest.fixture
 def compile_counter(monkeypatch):
     """Records every train/eval step that gets built (there must be none on bad input)."""
+    from jaxvision import evaluate
     calls = []
-    for name in ("make_train_step", "make_eval_step"):
-        original = getattr(train, name)
+    for module, name in ((train, "make_train_step"), (evaluate, "make_eval_step")):
+        original = getattr(module, name)
 
         def recording(*a, _original=original, _name=name, **k):
             calls.append(_name)
             return _original(*a, **k)
-        monkeypatch.setattr(train, name, recording)
+        monkeypatch.setattr(module, name, recording)
     return calls
 
 

@@ -79,8 +79,9 @@ def test_tiny_variant_trains(name):
     h, w, c = cfg["input_size"]
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((4, h, w, c)), jnp.float32)
-    variables = model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, x,
-                           train=False)
+    # jitted init with 'rbg' keys: eager init compiles one RNG kernel per parameter
+    init = jax.jit(lambda k, x: model.init({"params": k, "dropout": k}, x, train=False))
+    variables = init(jax.random.key(0, impl="rbg"), x)
     params, rest = variables["params"], {k: v for k, v in variables.items() if k != "params"}
     labels = jnp.arange(4) % cfg["num_classes"]
 
@@ -93,7 +94,7 @@ def test_tiny_variant_trains(name):
         assert logits.shape == (4, cfg["num_classes"])
         return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean() + aux
 
-    loss, grads = jax.value_and_grad(loss_fn)(params)
+    loss, grads = jax.jit(jax.value_and_grad(loss_fn))(params)
     assert np.isfinite(float(loss))
     zero = [jax.tree_util.keystr(k) for k, g in jax.tree_util.tree_leaves_with_path(grads)
             if not np.any(np.asarray(g) != 0)]
