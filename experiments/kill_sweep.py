@@ -114,7 +114,7 @@ def sweep(kills: int, seed: int = 0, sleep: float = 0.15, workroot: str | None =
              "trials": 0, "resumed_runs": 0, "bit_identical_finishes": 0, "lost_runs": 0,
              "failures": []}
     trial = 0
-    while tally["kills"] < kills:
+    while tally["kills"] < kills and trial < 4 * kills:  # bounded: runs may end unkilled
         trial += 1
         tally["trials"] += 1
         wd = os.path.join(workroot, f"trial{trial}")
