@@ -97,7 +97,9 @@ def apply_train(model, params, batch_stats, x, targets, rng, bn_group_size: int 
     return logits.reshape(b, -1), new_stats, aux
 
 
+@jax.jit
 def tree_all_finite(tree) -> jnp.ndarray:
+    """Whether every element of every leaf is finite (one compiled program per tree)."""
     leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
@@ -280,6 +282,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
     rng = jax.random.PRNGKey(config.seed)
     init_rng, state_rng = jax.random.split(rng)
     h, w, c = data.train.image_shape
+    if augment_fn is not None:
+        # the model sees what the augmentation makes (a crop may change the size)
+        h, w, c = jax.eval_shape(augment_fn, jax.random.PRNGKey(0),
+                                 jax.ShapeDtypeStruct((1, h, w, c), jnp.float32)).shape[1:]
 
     def init_state():
         x = jnp.zeros((1, h, w, c), jnp.float32)

@@ -22,5 +22,5 @@ def get_config(arg: str | None = None):
     # columns differ by seed and by input preprocessing (arg "N" picks column N)
     if arg:
         c.seed = int(arg)
-        c.augment = "random_crop(28, pad=2)" if int(arg) % 2 else ""
+        c.augment = "random_crop(29, pad=2)" if int(arg) % 2 else ""
     return lock(c)
