@@ -96,8 +96,10 @@ def test_tiny_variant_trains(name):
 
     loss, grads = jax.jit(jax.value_and_grad(loss_fn))(params)
     assert np.isfinite(float(loss))
+    # checked on the host: eager jnp ops would compile one kernel per distinct leaf shape
+    grads, params = jax.device_get((grads, params))
     zero = [jax.tree_util.keystr(k) for k, g in jax.tree_util.tree_leaves_with_path(grads)
-            if not np.any(np.asarray(g) != 0)]
+            if not np.any(g != 0)]
     assert not zero, f"zero gradient for {zero}"
-    new = optax.apply_updates(params, jax.tree.map(lambda g: -0.01 * g, grads))
-    assert all(np.all(np.isfinite(np.asarray(v))) for v in jax.tree.leaves(new))
+    assert all(np.all(np.isfinite(p - 0.01 * g))
+               for p, g in zip(jax.tree.leaves(params), jax.tree.leaves(grads)))

@@ -1,6 +1,7 @@
 """End-to-end training: a short run, resume after SIGKILL, device counts, BN groups, hosts."""
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -157,20 +158,24 @@ def test_nonfinite_updates_are_skipped_and_stop_the_run(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("saved_on,restored_on", [(8, 1), (8, 2), (8, 4), (1, 8)])
+@pytest.mark.parametrize("saved_on,restored_on", [(8, (1, 2, 4)), (1, (8,))])
 def test_checkpoint_restores_on_other_device_counts(tmp_path, saved_on, restored_on):
     """Shardings are supplied at restore time, so N-device checkpoints load on M devices."""
     # a constant schedule, so that stopping at 4 of 6 steps does not change the rates
     cfg4 = dict(TINY, num_train_steps=4, schedule="constant")
     cfg6 = dict(TINY, num_train_steps=6, schedule="constant")
     run_driver(tmp_path / "ref", cfg6, devices=saved_on)
-    run_driver(tmp_path / "moved", cfg4, devices=saved_on)
-    proc = run_driver(tmp_path / "moved", cfg6, devices=restored_on)
-    assert "Resumed from" in proc.stdout
-    a, b = train_losses(tmp_path / "ref"), train_losses(tmp_path / "moved")
-    assert sorted(a) == sorted(b) == list(range(1, 7))
-    np.testing.assert_allclose([b[s] for s in range(1, 7)], [a[s] for s in range(1, 7)],
-                               rtol=1e-5)
+    run_driver(tmp_path / "saved", cfg4, devices=saved_on)
+    a = train_losses(tmp_path / "ref")
+    for n in restored_on:
+        moved = tmp_path / f"moved{n}"
+        shutil.copytree(tmp_path / "saved", moved)
+        proc = run_driver(moved, cfg6, devices=n)
+        assert "Resumed from" in proc.stdout, n
+        b = train_losses(moved)
+        assert sorted(a) == sorted(b) == list(range(1, 7)), n
+        np.testing.assert_allclose([b[s] for s in range(1, 7)], [a[s] for s in range(1, 7)],
+                                   rtol=1e-5, err_msg=f"{saved_on} -> {n} devices")
 
 
 def test_nan_through_the_loss_skips_only_those_updates(tmp_path, monkeypatch):

@@ -11,6 +11,9 @@ import json
 import os
 import sys
 
+# the checkout under test, whether or not it is the installed copy
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 
 def main():
     ap = argparse.ArgumentParser()
