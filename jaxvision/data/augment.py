@@ -163,7 +163,7 @@ def _box_mask(h: int, w: int, y0, y1, x0, x1):
 
 def _random_crop(rng, images, *, size, pad, mode):
     _check_images("random_crop", images, need_float=False)
-    (py, px), (th, tw) = pad, size
+    (py, px), (th, tw) = pad, (size or images.shape[1:3])
     if py or px:
         images = jnp.pad(images, ((0, 0), (py, py), (px, px), (0, 0)), mode=mode)
     _, h, w, c = images.shape
@@ -177,14 +177,15 @@ def _random_crop(rng, images, *, size, pad, mode):
     return _per_image(one, rng, images, 2)
 
 
-def random_crop(size, pad=4, mode="constant") -> Augment:
+def random_crop(size=None, pad=4, mode="constant") -> Augment:
     """Pad by ``pad`` pixels, then crop a random ``size`` window (Krizhevsky et al., 2012;
-    the CIFAR "pad 4 and crop 32" of Lin et al., 2014 and He et al., 2016).
+    the CIFAR "pad 4 and crop 32" of Lin et al., 2014 and He et al., 2016).  ``size=None``
+    crops back to the size of the input (a random shift of up to ``pad`` pixels).
 
     Offsets are uniform integers, so every crop lies inside the padded image.
     ``mode`` is the padding: 'constant' (zeros) or 'reflect'.
     """
-    size = _check_size("random_crop", "size", size)
+    size = None if size is None else _check_size("random_crop", "size", size)
     pad_pair = (pad, pad) if _is_number(pad) else pad
     if (not isinstance(pad_pair, (tuple, list)) or len(pad_pair) != 2
             or not all(_is_number(q) and q >= 0 and float(q) == int(q) for q in pad_pair)):
