@@ -1,7 +1,7 @@
 """Test setup: 8 simulated CPU devices, set before jax is imported anywhere."""
 import os
 
-# Most test time is XLA:CPU compiling small programs; LLVM's -O0 codegen roughly halves
+# Most test time is XLA:CPU compiling small programs; LLVM -O0 codegen cuts up to half of
 # compile time for them (the library's own runs keep XLA's default optimisation level).
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                            + " --xla_force_host_platform_device_count=8"
