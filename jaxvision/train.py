@@ -306,17 +306,29 @@ def train_and_evaluate(config, workdir: str) -> dict:
     abstract_sh = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                                abstract, state_sh)
 
+    # ten_crop: crops of the model's size from larger images, else 87.5% crops
+    eval_h = data.eval.image_shape[0]
+    h_in = input_size[0] if eval_h > input_size[0] else int(round(0.875 * eval_h))
+    predict = evaluation.make_predict(model, mean, std, jnp.dtype(config.dtype),
+                                      config.eval_crops, crop_size=h_in)
+    # a model initialised on the training crops must also take the evaluation images: check
+    # by shape alone now, not after the first epoch
+    try:
+        jax.eval_shape(predict, {"params": abstract.params, "batch_stats": abstract.batch_stats},
+                       jax.ShapeDtypeStruct((1, *data.eval.image_shape), jnp.uint8))
+    except flax.errors.ScopeParamShapeError as e:
+        raise ValueError(
+            f"{config.model} was initialised on {h}x{w} training inputs (after "
+            f"augment={config.augment!r}) but cannot take the {data.eval.image_shape[0]}x"
+            f"{data.eval.image_shape[1]} evaluation images (eval_crops={config.eval_crops!r}); "
+            f"make the augmentation keep the image size or set dataset.image_size") from e
+
     # ---- update step --------------------------------------------------------------------
     train_step = jax.jit(
         make_train_step(model, tx, config, num_classes, mean, std, augment_fn, mix_fn, loss_fn,
                         max_norm_fn),
         in_shardings=(state_sh, batch_sh, batch_sh), out_shardings=(state_sh, repl),
         donate_argnums=0)
-    # ten_crop: crops of the model's size from larger images, else 87.5% crops
-    eval_h = data.eval.image_shape[0]
-    h_in = input_size[0] if eval_h > input_size[0] else int(round(0.875 * eval_h))
-    predict = evaluation.make_predict(model, mean, std, jnp.dtype(config.dtype),
-                                      config.eval_crops, crop_size=h_in)
     eval_step = jax.jit(evaluation.make_eval_step(predict, num_classes, loss_fn),
                         in_shardings=(repl, batch_sh, batch_sh, batch_sh), out_shardings=repl)
 

@@ -186,3 +186,13 @@ def test_restore_into_other_architecture_names_the_parameter(tmp_path):
     with pytest.raises(CheckpointError, match=r"params/fc1/(bias|kernel) has shape \((392, )?16,?\) "
                                               r"in the checkpoint but \((392, )?24,?\) in the model"):
         train.train_and_evaluate(cfg, str(tmp_path))
+
+
+def test_training_crop_the_model_cannot_evaluate(tmp_path, compile_counter):
+    """A crop that changes the input size of a size-dependent model is named before any step
+    is compiled, instead of failing at the first evaluation."""
+    cfg = tiny_config(augment="random_crop(24, pad=0)")
+    with pytest.raises(ValueError, match=r"initialised on 24x24 .*random_crop\(24, pad=0\).*"
+                                         r"cannot take the 28x28 evaluation images"):
+        train.train_and_evaluate(cfg, str(tmp_path))
+    assert not compile_counter
