@@ -24,10 +24,11 @@ Pooling rounds output sizes up (Caffe), and upsampling is Caffe's ``Interp``: bi
 aligned corners.
 
 Attention-56 has one attention module per stage, Attention-92 has 1, 2 and 3.
-Parameter counts: Attention-56 31.81M (paper: 31.9M); Attention-92 52.47M (paper: 51.3M).
-The Attention-92 count is that of the authors' released network (same units, the same
-per-module structure as Attention-56), 2.3% above the figure printed in the paper; the
-paper's number cannot be reached without dropping units the released network has.  (One
+Parameter counts: Attention-56 31,810,728 (paper: 31.9M); Attention-92 52,466,344 (paper:
+51.3M).  Both equal, to the parameter, the trainable parameters of the authors' released
+deploy files (convolutions, classifier, BN scale and shift).  Attention-92 is 2.3% above the
+figure printed in the paper; the paper's number cannot be reached without dropping units the
+released network has (the same per-module units as Attention-56).  (One
 released Attention-92 file uses tanh for the mask; the paper and Attention-56 use sigmoid.)
 """
 from __future__ import annotations
