@@ -17,7 +17,8 @@ on the device and measures:
 ``--compare torch`` times the same timm model with PyTorch in the same process on the same
 data shape, precision (bfloat16 as autocast) and memory format (channels_last), and reports
 jaxvision's step time as a ratio of PyTorch's (< 1: jaxvision is faster).  Models timm does
-not know, or a missing torch, are reported and skipped.  ``--conv-impl`` sets
+not have use their PyTorch version in :mod:`jaxvision.reference_torch` where there is one
+(the CIFAR Wide ResNets); others, or a missing torch, are reported and skipped.  ``--conv-impl`` sets
 ``JAXVISION_CONV_IMPL`` (see :mod:`jaxvision.layers.conv_impl`).
 """
 from __future__ import annotations
@@ -257,13 +258,18 @@ def _torch_setup(name: str, batch: int, height: int, width: int, dtype: str,
     import timm
     import torch
 
-    if not timm.is_model(name):
+    from jaxvision.reference_torch import create_torch_model, has_torch_model
+
+    if timm.is_model(name):
+        model = timm.create_model(name, pretrained=False, num_classes=num_classes,
+                                  in_chans=channels)
+    elif has_torch_model(name) and channels == 3:
+        model = create_torch_model(name, num_classes=num_classes)
+    else:
         return {}, f"timm has no model {name!r}"
     import jax
     use_cuda = jax.default_backend() == "gpu" and torch.cuda.is_available()
     dev = torch.device("cuda" if use_cuda else "cpu")
-    model = timm.create_model(name, pretrained=False, num_classes=num_classes,
-                              in_chans=channels)
     model = model.to(dev, memory_format=torch.channels_last)
     x = torch.randn(batch, channels, height, width, device=dev).to(
         memory_format=torch.channels_last)

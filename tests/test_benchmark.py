@@ -55,3 +55,16 @@ def test_peak_tflops_table():
     assert benchmark.peak_tflops("NVIDIA H100 80GB HBM3", "bfloat16") == 989.0
     assert benchmark.peak_tflops("NVIDIA A100-SXM4-40GB", "bfloat16") == 312.0
     assert benchmark.peak_tflops("cpu", "float32") is None
+
+
+@pytest.mark.torch
+def test_torch_comparison_for_a_model_timm_lacks(tmp_path):
+    """The CIFAR WRNs are timed against their PyTorch version in jaxvision.reference_torch."""
+    pytest.importorskip("timm")
+    out = tmp_path / "bench.json"
+    benchmark.main(["--models", "test_wrn", "--batch-sizes", "2", "--modes", "train",
+                    "--steps", "1", "--warmup", "0", "--compare", "torch", "--out", str(out)])
+    (row,) = json.loads(out.read_text())
+    assert row["torch_train_step_ms"] > 0 and not row["note"]
+    assert row["train_ratio_vs_torch"] == pytest.approx(
+        row["train_step_ms"] / row["torch_train_step_ms"])

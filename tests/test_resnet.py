@@ -148,6 +148,27 @@ def test_wrn_dropout_only_in_training():
     assert not np.allclose(tr[0], tr[1])
 
 
+@pytest.mark.torch
+@pytest.mark.parametrize("name", ["test_wrn", "test_wrn_b313"])
+def test_wrn_equivalence_with_its_torch_version(name):
+    """The PyTorch WRN (``jaxvision.reference_torch``, used by the benchmark's
+    ``--compare torch``) computes the same function as the Flax one."""
+    torch_ref = _torch_ref()
+    from jaxvision.reference_torch import create_torch_model
+    torch_ref.check_equivalence(name, create_torch_model(name), input_hw=(32, 32))
+
+
+@pytest.mark.torch
+def test_wrn28_10_torch_version_has_the_same_parameters():
+    torch = pytest.importorskip("torch")
+    from jaxvision.reference_torch import create_torch_model
+    with torch.device("meta"):
+        tmodel = create_torch_model("wrn28_10")
+    assert sum(p.numel() for p in tmodel.parameters()) == _count("wrn28_10")
+    with pytest.raises(ValueError, match="no PyTorch version"):
+        create_torch_model("resnet18")
+
+
 def test_bad_configurations_raise_clear_errors():
     x = jnp.zeros((1, 32, 32, 3))
     with pytest.raises(ValueError, match="depth"):
