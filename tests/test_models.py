@@ -103,3 +103,21 @@ def test_tiny_variant_trains(name):
     assert not zero, f"zero gradient for {zero}"
     assert all(np.all(np.isfinite(p - 0.01 * g))
                for p, g in zip(jax.tree.leaves(params), jax.tree.leaves(grads)))
+
+
+def test_readme_model_table_lists_every_model_with_its_golden_count():
+    """The README's table (experiments/model_table.py) is current: one row per registered
+    full-size model, and every count equal to the golden one."""
+    readme = os.path.join(os.path.dirname(__file__), os.pardir, "README.md")
+    if not os.path.exists(readme):
+        pytest.skip("README.md is not next to the tests (installed package)")
+    text = open(readme).read()
+    block = text.split("<!-- model-table -->")[1].split("<!-- /model-table -->")[0]
+    rows = {}
+    for line in block.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 5 and cells[0].startswith("`"):
+            rows[cells[0].strip("`")] = int(cells[3].replace(",", ""))
+    assert sorted(rows) == FULL_SIZE
+    wrong = {n: (rows[n], GOLDEN[n]) for n in rows if n in GOLDEN and rows[n] != GOLDEN[n]}
+    assert not wrong, wrong
