@@ -55,7 +55,8 @@ COLUMNS = [
 _TABLE_COLUMNS = [
     ("model", "model"), ("batch", "batch"), ("height", "res"), ("dtype", "dtype"),
     ("conv_impl", "conv"), ("train_step_ms", "train ms"), ("train_img_s", "train img/s"),
-    ("train_compile_s", "compile s"), ("train_tflop_s", "TFLOP/s"), ("train_mfu", "MFU"),
+    ("train_compile_s", "compile s"), ("train_gflop_per_step", "train GFLOP"),
+    ("train_tflop_s", "TFLOP/s"), ("train_mfu", "MFU"),
     ("infer_step_ms", "infer ms"), ("infer_img_s", "infer img/s"),
     ("peak_memory_mb", "peak MB"), ("torch_train_step_ms", "torch train ms"),
     ("train_ratio_vs_torch", "train x torch"), ("torch_infer_step_ms", "torch infer ms"),

@@ -26,7 +26,8 @@ def test_csv_has_every_column(tmp_path, capsys):
     # The train step does more work than inference (backward + update).
     assert float(row["train_gflop_per_step"]) > float(row["infer_gflop_per_step"])
     table = capsys.readouterr().out
-    assert "test_cnn" in table and "train ms" in table
+    for header in ("test_cnn", "train ms", "train img/s", "compile s", "train GFLOP"):
+        assert header in table, header
 
 
 def test_json_and_torch_comparison(tmp_path):
