@@ -376,7 +376,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     log(f"Training {config.model} ({sum(x.size for x in jax.tree.leaves(abstract.params)):,} "
         f"params) on {len(data.train):,} examples, eval on {len(data.eval):,}; "
         f"{total_steps} steps of {batch} ({steps_per_epoch} per epoch) on "
-        f"{jax.device_count()} device(s) / {jax.process_count()} process(es)")
+        f"{mesh.devices.size} device(s) / {jax.process_count()} process(es)")
     final_eval, pending = {}, []
     t0, imgs_since = time.time(), 0
     try:
