@@ -104,3 +104,18 @@ def test_config_runs_two_steps_on_synthetic_data(name, arg, tmp_path, monkeypatc
             jax.clear_caches()
             gc.collect()
     assert result["eval_count"] == 4
+
+
+def test_experiments_readme_tables_every_config():
+    """experiments/README.md holds the current output of experiments/config_table.py."""
+    path = os.path.join(os.path.dirname(CONFIG_DIR), "config_table.py")
+    spec = importlib.util.spec_from_file_location("config_table", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    block = open(mod.README).read().split("<!-- config-table -->\n")[1].split(
+        "<!-- /config-table -->")[0]
+    assert block == mod.table(), "rerun: python experiments/config_table.py"
+    listed = [ln.split("`")[1] for ln in block.splitlines()[2:]]
+    assert listed == CONFIGS
+    for name in CONFIGS:
+        assert mod.describe(os.path.join(CONFIG_DIR, name + ".py"))["command"], name
