@@ -30,7 +30,8 @@ REACHED = {
 
 
 def describe(path: str) -> dict:
-    doc = ast.get_docstring(ast.parse(open(path).read())) or ""
+    with open(path) as f:
+        doc = ast.get_docstring(ast.parse(f.read())) or ""
     lines = [ln.strip() for ln in doc.splitlines()]
 
     def field(prefix):
@@ -56,10 +57,11 @@ def table() -> str:
 
 
 def main():
-    text = open(README).read()
+    with open(README) as f:
+        text = f.read()
     new, n = re.subn(r"<!-- config-table -->.*?<!-- /config-table -->",
                      lambda _: "<!-- config-table -->\n" + table() + "<!-- /config-table -->",
-                     text, flags=re.S)
+                     text, flags=re.DOTALL)
     if n != 1:
         sys.exit(f"{README} has no <!-- config-table --> block")
     with open(README, "w") as f:

@@ -18,8 +18,8 @@ on the device and measures:
 data shape, precision (bfloat16 as autocast) and memory format (channels_last), and reports
 jaxvision's step time as a ratio of PyTorch's (< 1: jaxvision is faster).  Models timm does
 not have use their PyTorch version in :mod:`jaxvision.reference_torch` where there is one
-(the CIFAR Wide ResNets); others, or a missing torch, are reported and skipped.  ``--conv-impl`` sets
-``JAXVISION_CONV_IMPL`` (see :mod:`jaxvision.layers.conv_impl`).
+(the CIFAR Wide ResNets); others, or a missing torch, are reported and skipped.
+``--conv-impl`` sets ``JAXVISION_CONV_IMPL`` (see :mod:`jaxvision.layers.conv_impl`).
 """
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Every experiment config loads, builds its model and runs 2 training steps, with its dataset
-replaced by synthetic data of the same image shape (one example per device).
+replaced by synthetic data of the same image shape (one example per device; the large
+configs below run on one device).
 
 ImageNet-size configs (224px models of up to 200M parameters) and the deepest CIFAR networks
 take minutes each to compile and step on a CPU, so by default they are checked without
@@ -113,8 +114,8 @@ def test_experiments_readme_tables_every_config():
     spec = importlib.util.spec_from_file_location("config_table", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    block = open(mod.README).read().split("<!-- config-table -->\n")[1].split(
-        "<!-- /config-table -->")[0]
+    with open(mod.README) as f:
+        block = f.read().split("<!-- config-table -->\n")[1].split("<!-- /config-table -->")[0]
     assert block == mod.table(), "rerun: python experiments/config_table.py"
     listed = [ln.split("`")[1] for ln in block.splitlines()[2:]]
     assert listed == CONFIGS

@@ -111,7 +111,8 @@ def test_readme_model_table_lists_every_model_with_its_golden_count():
     readme = os.path.join(os.path.dirname(__file__), os.pardir, "README.md")
     if not os.path.exists(readme):
         pytest.skip("README.md is not next to the tests (installed package)")
-    text = open(readme).read()
+    with open(readme) as f:
+        text = f.read()
     block = text.split("<!-- model-table -->")[1].split("<!-- /model-table -->")[0]
     rows = {}
     for line in block.splitlines():
