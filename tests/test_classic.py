@@ -582,3 +582,31 @@ def test_googlenet_converts_torchvision_aux_heads_and_reports_mismatch():
                                   w[:, 5 * 16 + 1 * 4 + 2])
     with pytest.raises(ConversionError, match="unexpected torch keys"):
         from_torch("googlenet", sd, input_size=(32, 32, 3))
+
+
+@pytest.mark.parametrize("shape,args", [((2, 9, 11, 3), (3, 2, 1, False)),
+                                        ((2, 9, 11, 3), (3, 2, 0, True)),
+                                        ((1, 8, 8, 2), (2, 2, 0, False)),
+                                        ((2, 7, 7, 4), (3, 1, 1, False)),
+                                        ((2, 10, 9, 3), (3, 2, 1, True))])
+def test_max_pool_gradient_goes_to_the_first_maximum_like_select_and_scatter(shape, args):
+    """max_pool's tap-by-tap gradient equals JAX's own (select_and_scatter) gradient,
+    ties included (integer-valued inputs tie often)."""
+    from jaxvision.layers.conv import tuple2
+    from jaxvision.models._pooling import _pads, _reduce_max, max_pool
+
+    def native(x):
+        window, stride, padding, ceil_mode = args
+        k, s = tuple2(window), tuple2(stride)
+        pads, _ = _pads(x.shape[1:3], k, s, tuple2(padding), ceil_mode)
+        return _reduce_max(x, k, s, tuple(pads))
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.integers(-2, 3, size=shape).astype(np.float32))
+    y, vjp = jax.vjp(lambda x: max_pool(x, *args), x)
+    y_ref, vjp_ref = jax.vjp(native, x)
+    np.testing.assert_array_equal(y, y_ref)
+    g = jnp.asarray(rng.standard_normal(y.shape).astype(np.float32))
+    # Overlapping windows sum their contributions in another order: float rounding only.
+    np.testing.assert_allclose(vjp(g)[0], vjp_ref(g)[0], rtol=1e-6, atol=1e-6)
+    assert int(jnp.sum(vjp(jnp.ones_like(y))[0])) == y.size  # one winner per window

@@ -6,6 +6,7 @@ divisors on NHWC arrays, so converted torch weights produce the same logits.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -39,12 +40,57 @@ def _pads(shape, k, s, p, ceil_mode):
 
 
 def max_pool(x, window=3, stride=2, padding=0, ceil_mode: bool = False):
-    """torch ``MaxPool2d(window, stride, padding, ceil_mode)`` on (B, H, W, C)."""
+    """torch ``MaxPool2d(window, stride, padding, ceil_mode)`` on (B, H, W, C).
+
+    The gradient goes to the first maximum of each window in row-major order, as torch's and
+    XLA's own (``select_and_scatter``) do, but is computed tap by tap (:func:`_max_pool`):
+    on XLA:CPU ``select_and_scatter`` costs ~20x the forward pass (449 ms against 22 ms for a
+    3x3/2 pool of a (32, 112, 112, 64) map).
+    """
     k, s, p = tuple2(window), tuple2(stride), tuple2(padding)
     pads, _ = _pads(x.shape[1:3], k, s, p, ceil_mode)
-    # A Python-scalar identity lets JAX pick its differentiable max-window primitive.
+    return _max_pool(x, k, s, tuple(pads))
+
+
+def _reduce_max(x, k, s, pads):
     return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, *k, 1), (1, *s, 1),
                                  ((0, 0), *pads, (0, 0)))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _max_pool(x, k, s, pads):
+    return _reduce_max(x, k, s, pads)
+
+
+def _max_pool_fwd(x, k, s, pads):
+    y = _reduce_max(x, k, s, pads)
+    return y, (x, y)
+
+
+def _max_pool_bwd(k, s, pads, res, g):
+    x, y = res
+    b, oh, ow, c = y.shape
+    xp = jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=-jnp.inf)
+    hp, wp = xp.shape[1:3]
+    dxp = jnp.zeros(xp.shape, g.dtype)
+    taken = jnp.zeros(y.shape, bool)
+    zero = jnp.zeros((), g.dtype)
+    for i in range(k[0]):
+        for j in range(k[1]):
+            span_h, span_w = (oh - 1) * s[0] + 1, (ow - 1) * s[1] + 1
+            tap = jax.lax.slice(xp, (0, i, j, 0), (b, i + span_h, j + span_w, c),
+                                (1, s[0], s[1], 1))
+            hit = (tap == y) & ~taken  # the first maximum of the window takes the gradient
+            taken = taken | hit
+            # The transpose of the strided slice: interior padding puts each value back.
+            dxp = dxp + jax.lax.pad(jnp.where(hit, g, zero), zero, (
+                (0, 0, 0), (i, hp - i - span_h, s[0] - 1), (j, wp - j - span_w, s[1] - 1),
+                (0, 0, 0)))
+    (pt, _), (pl, _) = pads
+    return (dxp[:, pt:pt + x.shape[1], pl:pl + x.shape[2]],)
+
+
+_max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 def avg_pool(x, window=3, stride=1, padding=0, ceil_mode: bool = False,
