@@ -28,6 +28,7 @@ import jax.numpy as jnp
 from jaxvision.layers.attention import CBAM, SqueezeExcite
 from jaxvision.layers.conv import Conv, he_normal_fan_out, pad
 from jaxvision.layers.drop import DropPath, linear_drop_path_rates
+from jaxvision.models._pooling import max_pool
 from jaxvision.registry import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -251,7 +252,7 @@ class ResNet(nn.Module):
             x = conv(inplanes, (7, 7), strides=(2, 2), padding=pad(3), name="conv1")(x)
         x = nn.relu(norm(name="bn1")(x))
         if self.stem_type != "cifar":
-            x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=pad(1))
+            x = max_pool(x, 3, 2, 1)  # tap-by-tap gradient: fast on CPU
 
         # ---- residual stages -------------------------------------------------------------
         dprs = linear_drop_path_rates(self.drop_path_rate, sum(self.stage_sizes))

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from jaxvision.layers.attention import make_divisible
 from jaxvision.layers.conv import Conv, he_normal_fan_out, pad
 from jaxvision.layers.drop import DropPath, linear_drop_path_rates
+from jaxvision.models._pooling import max_pool
 from jaxvision.models.resnet import avg_pool_ceil, get_padding
 from jaxvision.registry import (
     CIFAR10_MEAN,
@@ -143,7 +144,7 @@ class ResNetV2(nn.Module):
         else:
             x = conv(stem_chs, (7, 7), strides=(2, 2), padding=pad(3), name="stem_conv")(x)
         if self.stem_type != "cifar":
-            x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=pad(1))
+            x = max_pool(x, 3, 2, 1)  # tap-by-tap gradient: fast on CPU
 
         # ---- stages ----------------------------------------------------------------------
         dprs = linear_drop_path_rates(self.drop_path_rate, sum(self.stage_sizes))
