@@ -39,7 +39,7 @@ def wide_resnet_torch(flax_model):
     import torch
     from torch import nn
 
-    from jaxvision.models.wide_resnet import blocks_per_stage
+    from jaxvision.models.wide_resnet import block_layout
 
     m = flax_model
     if m.drop_path_rate:
@@ -73,21 +73,14 @@ def wide_resnet_torch(flax_model):
     class WideResNet(nn.Module):
         def __init__(self):
             super().__init__()
-            n = blocks_per_stage(m.depth)
-            widths = m.widths or tuple(w * m.widen_factor for w in (16, 32, 64))
             self.conv1 = nn.Conv2d(3, m.stem_width, 3, padding=1, bias=False)
-            self.names = []
-            cin = m.stem_width
-            for i, w in enumerate(widths):
-                for j in range(n):
-                    name = f"block{i + 1}_{j}"
-                    stride = (1 if i == 0 else 2) if j == 0 else 1
-                    setattr(self, name, Block(cin, w, stride, tuple(m.block_type),
-                                              m.dropout_rate))
-                    self.names.append(name)
-                    cin = w
-            self.bn = nn.BatchNorm2d(cin, eps=1e-5, momentum=0.1)
-            self.fc = nn.Linear(cin, m.num_classes) if m.num_classes else None
+            layout = list(block_layout(m))
+            for name, cin, w, stride in layout:
+                setattr(self, name, Block(cin, w, stride, tuple(m.block_type), m.dropout_rate))
+            self.names = [name for name, *_ in layout]
+            width = layout[-1][2]
+            self.bn = nn.BatchNorm2d(width, eps=1e-5, momentum=0.1)
+            self.fc = nn.Linear(width, m.num_classes) if m.num_classes else None
 
         def forward(self, x):
             x = self.conv1(x)

@@ -75,9 +75,9 @@ def _max_pool_bwd(k, s, pads, res, g):
     dxp = jnp.zeros(xp.shape, g.dtype)
     taken = jnp.zeros(y.shape, bool)
     zero = jnp.zeros((), g.dtype)
+    span_h, span_w = (oh - 1) * s[0] + 1, (ow - 1) * s[1] + 1
     for i in range(k[0]):
         for j in range(k[1]):
-            span_h, span_w = (oh - 1) * s[0] + 1, (ow - 1) * s[1] + 1
             tap = jax.lax.slice(xp, (0, i, j, 0), (b, i + span_h, j + span_w, c),
                                 (1, s[0], s[1], 1))
             hit = (tap == y) & ~taken  # the first maximum of the window takes the gradient

@@ -34,6 +34,18 @@ def blocks_per_stage(depth: int) -> int:
     return (depth - 4) // 6
 
 
+def block_layout(m):
+    """``(name, in_width, width, stride)`` of every block of a WRN module ``m``, in order:
+    ``N`` blocks per stage, the stride 2 on the first block of every stage but the first."""
+    n = blocks_per_stage(m.depth)
+    widths = m.widths or tuple(w * m.widen_factor for w in (16, 32, 64))
+    cin = m.stem_width
+    for i, w in enumerate(widths):
+        for j in range(n):
+            yield f"block{i + 1}_{j}", cin, w, 2 if i > 0 and j == 0 else 1
+            cin = w
+
+
 class WideBlock(nn.Module):
     """Pre-activation wide residual block ``B(k1, k2, ...)`` (Zagoruyko & Komodakis, 2016).
 
@@ -108,16 +120,13 @@ class WideResNet(nn.Module):
                              f"got {tuple(self.block_type)}")
         if x.ndim != 4:
             raise ValueError(f"WideResNet expects NHWC input, got shape {x.shape}")
-        n = blocks_per_stage(self.depth)
-        widths = self.widths or tuple(w * self.widen_factor for w in (16, 32, 64))
+        layout = list(block_layout(self))
         x = Conv(self.stem_width, (3, 3), padding=pad(1), use_bias=False, dtype=self.dtype,
                  name="conv1")(x)
-        dprs = linear_drop_path_rates(self.drop_path_rate, n * len(widths))
-        for i, w in enumerate(widths):
-            for j in range(n):
-                x = WideBlock(w, (1 if i == 0 else 2) if j == 0 else 1, tuple(self.block_type),
-                              self.dropout_rate, dprs[i * n + j], dtype=self.dtype,
-                              name=f"block{i + 1}_{j}")(x, train=train)
+        dprs = linear_drop_path_rates(self.drop_path_rate, len(layout))
+        for (name, _, w, stride), dpr in zip(layout, dprs):
+            x = WideBlock(w, stride, tuple(self.block_type), self.dropout_rate, dpr,
+                          dtype=self.dtype, name=name)(x, train=train)
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                          dtype=self.dtype, name="bn")(x)
         x = jnp.mean(nn.relu(x), axis=(1, 2))  # (B, 64k)
