@@ -12,7 +12,9 @@ on the device and measures:
 * inference (``train=False``) the same way;
 * compile time, FLOPs per step from XLA's cost analysis of the compiled program, achieved
   TFLOP/s and MFU where the device's peak is known, XLA's temporary-buffer size and the
-  device's peak memory where the backend reports it.
+  device's peak memory where the backend reports it.  XLA counts the operations the
+  compiled program performs: where :mod:`jaxvision.layers.conv_impl` computes a convolution
+  by Winograd's algorithm (on CPU) that is fewer than the model's nominal FLOPs.
 
 ``--compare torch`` times the same timm model with PyTorch in the same process on the same
 data shape, precision (bfloat16 as autocast) and memory format (channels_last), and reports

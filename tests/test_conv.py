@@ -15,12 +15,17 @@ from jaxvision.layers import conv as conv_layer
 from jaxvision.layers.conv_impl import Plan, conv_general_dilated
 
 NHWC = ("NHWC", "HWIO", "NHWC")
-FORMS = ("im2col", "shift")
-# Each matmul formulation in all three passes (the grids below), and mixed plans where one
-# pass is lax's and the others are not (test_mixed_plans).
+FORMS = ("im2col", "shift", "winograd2", "winograd4")
+# Each formulation in all three passes (the grids below; a Winograd pass on a conv it cannot
+# compute runs lax's), and mixed plans where one pass is lax's and the others are not
+# (test_mixed_plans).
 PLANS = [Plan(f, f, f) for f in FORMS]
 MIXED = [Plan("lax", "im2col", "shift"), Plan("shift", "lax", "im2col"),
-         Plan("im2col", "shift", "lax")]
+         Plan("im2col", "shift", "lax"), Plan("winograd4", "lax", "winograd2"),
+         Plan("lax", "winograd4", "im2col")]
+# F(4x4, 3x3)'s transforms multiply by up to 8 and divide by 24 (Lavin & Gray, 2016): its
+# float32 rounding error is about ten times that of a direct convolution.
+F32_TOL = {"winograd4": 5e-5}
 
 
 def _value_and_grads(conv, x, w, ct):
@@ -49,7 +54,7 @@ def _check(x_shape, k_shape, strides, padding, *, dilation=(1, 1), groups=1, pla
     ct = jnp.asarray(rng.standard_normal(y_ref.shape), jnp.float32)
     want = _value_and_grads(ref, x, w, ct)  # float32 reference in every case.
     got = _value_and_grads(ours, x.astype(dtype), w.astype(dtype), ct.astype(dtype))
-    tol = 1e-5 if dtype == jnp.float32 else 2e-2
+    tol = max(F32_TOL.get(f, 1e-5) for f in plan) if dtype == jnp.float32 else 2e-2
     for name, g, r in zip(("value", "dx", "dw"), got, want):
         assert g.shape == r.shape and g.dtype == dtype, (name, g.shape, g.dtype)
         scale = float(jnp.max(jnp.abs(r))) + 1e-6
@@ -76,6 +81,38 @@ def test_float32_strides_paddings_kernels(plan, k, stride, padding):
 def test_float32_groups_dilations(plan, groups, cin, cout, stride, dilation, padding):
     _check((2, 9, 10, cin), (3, 3, cin // groups, cout), (stride, stride), padding,
            dilation=(dilation, dilation), groups=groups, plan=plan)
+
+
+@pytest.mark.parametrize("form", ["winograd2", "winograd4"])
+@pytest.mark.parametrize("x_shape,padding", [
+    ((2, 16, 16, 8), ((1, 1), (1, 1))),   # whole tiles
+    ((2, 13, 10, 5), ((1, 1), (1, 1))),   # ragged last tiles, odd channels
+    ((1, 9, 14, 6), "VALID"),
+    ((2, 7, 11, 4), ((0, 2), (2, 0))),    # one-sided paddings of up to 2
+    ((1, 6, 5, 3), ((2, 2), (2, 1))),
+    ((3, 3, 3, 7), "SAME"),               # a map smaller than one tile
+])
+def test_winograd(form, x_shape, padding):
+    """Winograd F(2x2, 3x3) and F(4x4, 3x3) in all three passes, and each pass alone beside
+    lax's (ragged tiles and one-sided paddings, where the passes' paddings differ)."""
+    k_shape = (3, 3, x_shape[-1], 6)
+    _check(x_shape, k_shape, (1, 1), padding, plan=Plan(form, form, form))
+    if x_shape[1] % 4 or padding == ((0, 2), (2, 0)):
+        for seed, plan in enumerate([Plan(form, "lax", "lax"), Plan("lax", form, "lax"),
+                                     Plan("lax", "lax", form)], start=1):
+            _check(x_shape, k_shape, (1, 1), padding, plan=plan, seed=seed)
+
+
+def test_winograd_applies_only_where_it_computes_the_conv():
+    geo = functools.partial(conv_impl._Geometry, 2, 8, 8, 4, 3, 3, 4, 8, 8, (1, 1),
+                            ((1, 1), (1, 1)))
+    assert conv_impl.winograd_applies(geo((1, 1), 1))
+    assert not conv_impl.winograd_applies(geo((2, 2), 1))           # dilated
+    assert not conv_impl.winograd_applies(geo((1, 1), 2))           # grouped
+    assert not conv_impl.winograd_applies(_geometry(8, 4, 4, 3, 2))  # strided
+    assert not conv_impl.winograd_applies(_geometry(8, 4, 4, 5, 1))  # 5x5
+    assert not conv_impl.winograd_applies(
+        conv_impl._Geometry(2, 8, 8, 4, 3, 3, 4, 9, 6, (1, 1), ((3, 0), (-1, 0)), (1, 1), 1))
 
 
 @pytest.mark.parametrize("plan", MIXED, ids=str)
@@ -230,14 +267,21 @@ def test_plan_choice():
     tiny = _geometry(2, 512, 512, 3, 1)      # 2x2x512: the native kernel's cliff.
     strided = _geometry(4, 256, 512, 3, 2)   # input-gradient cliff of a strided conv.
     big = _geometry(56, 64, 64, 3, 1)
+    wide = _geometry(14, 256, 256, 3, 1)
+    small_map = _geometry(7, 512, 512, 3, 1)
     shortcut = _geometry(56, 64, 128, 1, 2)
+    stem = _geometry(224, 3, 64, 7, 2)
     assert conv_impl.conv_plan(tiny, "auto", "cpu").fwd == "im2col"
     assert conv_impl.conv_plan(tiny, "auto", "cpu").dgrad == "im2col"
     assert conv_impl.conv_plan(strided, "auto", "cpu").dgrad == "im2col"
-    assert conv_impl.conv_plan(big, "auto", "cpu") == lax_only
+    assert conv_impl.conv_plan(big, "auto", "cpu") == Plan("winograd4", "winograd4", "winograd4")
+    assert conv_impl.conv_plan(wide, "auto", "cpu") == Plan("lax", "lax", "winograd4")
+    assert conv_impl.conv_plan(small_map, "auto", "cpu") == lax_only
+    assert conv_impl.conv_plan(stem, "auto", "cpu") == lax_only
     assert conv_impl.conv_plan(shortcut, "auto", "cpu").wgrad != "lax"
     for platform in ("gpu", "tpu"):
         assert conv_impl.conv_plan(tiny, "auto", platform) == lax_only
+        assert conv_impl.conv_plan(big, "auto", platform) == lax_only
     assert conv_impl.conv_plan(tiny, "lax", "cpu") == lax_only
     assert conv_impl.conv_plan(big, "matmul", "gpu") == Plan("im2col", "im2col", "im2col")
 

@@ -14,6 +14,17 @@ can instead be computed by the backend's matrix multiply, which has no such clif
 * ``shift``: the same sum done tap by tap, ``sum_t x_t @ w_t``, with no patch matrix (for a
   1x1 conv, a single GEMM on the strided input).
 
+* ``winograd2`` / ``winograd4``: Winograd's minimal filtering F(m x m, 3 x 3) (Lavin & Gray,
+  2016, "Fast Algorithms for Convolutional Neural Networks"), for 3x3 stride-1 convs only:
+  each (m+2)x(m+2) input tile is transformed (``B^T d B``), multiplied channel-wise by the
+  transformed kernel (``G w G^T``) as (m+2)^2 GEMMs (tiles, C) @ (C, O), and transformed
+  back (``A^T M A``) into an m x m output tile.  F(4x4, 3x3) does 36 products per 16
+  outputs instead of 144 (4x fewer multiply-adds; F(2x2, 3x3) 2.25x), at the price of
+  transforms that are memory-bound and, for F(4x4), about ten times the float32 rounding
+  error of a direct convolution.  Its input gradient is again a Winograd conv (of the
+  output gradient with the flipped kernel) and its kernel gradient is (m+2)^2 GEMMs that
+  contract over the tiles, ``(B^T d B)^T (A g A^T)``, followed by ``G^T . G``.
+
 Both directions of the backward pass are matrix products too.  A ``jax.custom_jvp`` writes
 the derivative ``conv(dx, w) + conv(x, dw)`` with one formulation per term, so that forward,
 input-gradient (``dgrad``) and kernel-gradient (``wgrad``) each use their own (``lax``,
@@ -27,6 +38,8 @@ input-gradient (``dgrad``) and kernel-gradient (``wgrad``) each use their own (`
 
 Only NHWC/HWIO-style 2-D (and 1-D, as 2-D with height 1) convolutions without
 ``lhs_dilation`` or ``batch_group_count`` are rewritten; everything else goes to ``lax``.
+A Winograd pass asked for where it does not apply (not 3x3 stride-1 undilated ungrouped,
+padding outside [0, 2], or a dtype below float32) runs ``lax`` instead.
 Which formulation runs is decided by :func:`conv_plan` from static shapes, the backend and the
 ``JAXVISION_CONV_IMPL`` environment variable (``auto`` (default), ``lax``, ``matmul``), read at
 trace time.
@@ -43,7 +56,7 @@ import numpy as np
 from jax import lax
 
 IMPLS = ("auto", "lax", "matmul")
-_FORMS = ("lax", "im2col", "shift")
+_FORMS = ("lax", "im2col", "shift", "winograd2", "winograd4")
 ENV_VAR = "JAXVISION_CONV_IMPL"
 
 
@@ -142,6 +155,36 @@ def _choose_plan_cpu(g: _Geometry) -> Plan:
     * the kernel-gradient of strided 1x1 convs (ResNet shortcuts): ~4x; a 1x1 conv is a
       single GEMM on the strided input and is at least as fast in the other passes too.
 
+    Winograd F(4x4, 3x3) beats the native kernel on 3x3 stride-1 convs, by a margin that
+    depends on the shape.  Wall ms, jax 0.10.2 (whose XLA:CPU runs convolutions through
+    YNNPACK), forward / input-grad / kernel-grad, from ``python experiments/conv_passes.py
+    --shapes 32x56x64x64,...,16x32x16x16 --forms lax,winograd4``:
+
+    =============================  ====================  ====================
+    conv (batch, input map)        lax                   winograd4
+    =============================  ====================  ====================
+    3x3 64->64 (32, 56x56)         74.2 / 74.3 / 134     58.2 / 59.6 / 97.8
+    3x3 128->128 (32, 28x28)       39.3 / 39.3 / 52.6    40.5 / 41.9 / 51.3
+    3x3 256->256 (32, 14x14)       39.7 / 40.0 / 45.2    53.1 / 52.3 / 37.9
+    3x3 512->512 (32, 7x7)         45.3 / 48.0 / 41.0    86.1 / 106 / 65.1
+    3x3 64->64 (32, 16x16)         5.7 / 6.0 / 7.9       5.2 / 4.8 / 5.2
+    3x3 160->160 (16, 32x32)       46.8 / 47.1 / 68.6    35.3 / 35.4 / 35.3
+    3x3 320->320 (16, 16x16)       41.6 / 42.3 / 48.2    40.6 / 46.1 / 19.8
+    3x3 16->16 (16, 32x32)         0.7 / 0.8 / 0.9       1.3 / 1.8 / 0.8
+    =============================  ====================  ====================
+
+    Its kernel gradient wins from maps of 14x14 up (where the native one pays for
+    transposing activations so that the batch becomes the contraction); its forward and
+    input gradient win while the channels are neither few (its transforms then dominate)
+    nor many (the native kernel is then efficient and the tiles' padding of 14x14 to
+    16x16 costs more than the product saves).
+
+    Winograd costs compile time: each pass is (m+2)^2 GEMMs and as many transform kernels,
+    about a second of XLA:CPU compilation per pass here against a fraction of that for the
+    native kernel, so it is used only for convs of at least ``winograd_min_macs``
+    multiply-adds (a 3x3 64->64 conv on 16x16 maps at batch 32 has 302M), where the
+    run-time saving repays it within a few hundred steps.
+
     ``_TABLE`` holds the thresholds.  Grouped and depthwise convs keep ``lax``: their matmul
     form is a batched GEMM of tiny matrices.
     """
@@ -159,7 +202,16 @@ def _choose_plan_cpu(g: _Geometry) -> Plan:
     small_grad = out_pos <= _TABLE["dgrad_max_out_positions"]
     strided_small = max(g.strides) > 1 and in_pos <= _TABLE["dgrad_strided_max_in_positions"]
     dgrad = "im2col" if (small_grad or strided_small) and wide else "lax"
-    return Plan(fwd, dgrad, "lax")
+    wgrad = "lax"
+    macs = g.n * g.ho * g.wo * g.c * g.o * taps
+    if (winograd_applies(g) and min(g.ho, g.wo) >= _TABLE["winograd_min_side"]
+            and macs >= _TABLE["winograd_min_macs"]):
+        wgrad = "winograd4"
+        if (_TABLE["winograd_min_channels"] <= min(g.c, g.o)
+                and max(g.c, g.o) <= _TABLE["winograd_max_channels"]):
+            fwd = "winograd4" if fwd == "lax" else fwd
+            dgrad = "winograd4" if dgrad == "lax" else dgrad
+    return Plan(fwd, dgrad, wgrad)
 
 
 # Thresholds of the CPU rule (positions = spatial size per image).
@@ -168,6 +220,10 @@ _TABLE = {
     "fwd_max_out_positions": 4,
     "dgrad_max_out_positions": 4,
     "dgrad_strided_max_in_positions": 64,
+    "winograd_min_side": 14,
+    "winograd_min_macs": 250_000_000,
+    "winograd_min_channels": 32,
+    "winograd_max_channels": 160,
 }
 
 
@@ -243,6 +299,143 @@ def _fwd_matmul(x, w, g: _Geometry, form: str, precision, preferred):
     return y.reshape(g.n, g.ho, g.wo, g.o)
 
 
+# ----------------------------------------------------------------------------------------
+# Winograd minimal filtering, F(m x m, 3 x 3), for 3x3 stride-1 convolutions.
+# ----------------------------------------------------------------------------------------
+
+class _Winograd(NamedTuple):
+    """Transform matrices of F(m, 3) (Lavin & Gray, 2016, "Fast Algorithms for Convolutional
+    Neural Networks"): ``y = A^T [(G w) * (B^T d)]`` for a tile ``d`` of ``m + 2`` inputs."""
+
+    m: int
+    bt: tuple  # (m+2, m+2) input transform
+    g: tuple   # (m+2, 3) kernel transform
+    at: tuple  # (m, m+2) output transform
+
+
+_WINOGRAD = {
+    "winograd2": _Winograd(
+        2,
+        ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1)),
+        ((1, 0, 0), (.5, .5, .5), (.5, -.5, .5), (0, 0, 1)),
+        ((1, 1, 1, 0), (0, 1, -1, -1))),
+    "winograd4": _Winograd(
+        4,
+        ((4, 0, -5, 0, 1, 0), (0, -4, -4, 1, 1, 0), (0, 4, -4, -1, 1, 0),
+         (0, -2, -1, 2, 1, 0), (0, 2, -1, -2, 1, 0), (0, 4, 0, -5, 0, 1)),
+        ((1 / 4, 0, 0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6),
+         (1 / 24, 1 / 12, 1 / 6), (1 / 24, -1 / 12, 1 / 6), (0, 0, 1)),
+        ((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0), (0, 1, -1, 8, -8, 1))),
+}
+
+
+_WINOGRAD_DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64))
+
+
+def winograd_applies(g: _Geometry) -> bool:
+    """F(m, 3) computes 3x3, stride-1, undilated, ungrouped convolutions whose padding on
+    each side is at most 2 (so that the input gradient is one too)."""
+    return (g.kh == g.kw == 3 and g.strides == (1, 1) and g.dilation == (1, 1)
+            and g.groups == 1 and all(0 <= p <= 2 for pair in g.pads for p in pair))
+
+
+def _combine(coefs, arrays):
+    """``sum_i coefs[i] * arrays[i]``, skipping zero coefficients and unit multiplies."""
+    out = None
+    for c, a in zip(coefs, arrays):
+        if c == 0:
+            continue
+        t = a if c == 1 else (-a if c == -1 else a * jnp.asarray(c, a.dtype))
+        out = t if out is None else out + t
+    return out
+
+
+def _tiles(g: _Geometry, m: int) -> tuple[int, int]:
+    return -(-g.ho // m), -(-g.wo // m)
+
+
+def _wino_input(x, g: _Geometry, t: _Winograd):
+    """``B^T d B`` for every (m+2)x(m+2) input tile (stride m): a list of (m+2)^2 arrays
+    (tiles, C), kept separate because XLA:CPU emits a stacked version much more slowly."""
+    m, a = t.m, t.m + 2
+    th, tw = _tiles(g, m)
+    (pt, _), (pl, _) = g.pads
+    x = jnp.pad(x, ((0, 0), (pt, th * m + 2 - g.h - pt), (pl, tw * m + 2 - g.w - pl), (0, 0)))
+    rows = [x[:, r:r + m * (th - 1) + 1:m] for r in range(a)]
+    out = []
+    for i in range(a):
+        ri = _combine(t.bt[i], rows)
+        cols = [ri[:, :, s:s + m * (tw - 1) + 1:m] for s in range(a)]
+        out += [_combine(t.bt[j], cols).reshape(g.n * th * tw, g.c) for j in range(a)]
+    return out
+
+
+def _wino_kernel(w, t: _Winograd):
+    """``G w G^T``: a list of (m+2)^2 kernels (C, O)."""
+    gm = jnp.asarray(np.asarray(t.g, np.float64), w.dtype)
+    u = jnp.einsum("ik,klco,jl->ijco", gm, w, gm, precision=lax.Precision.HIGHEST)
+    a = t.m + 2
+    return [u[i, j] for i in range(a) for j in range(a)]
+
+
+def _wino_output(mats, g: _Geometry, t: _Winograd):
+    """``A^T M A`` per tile, the m x m outputs interleaved back into (N, Ho, Wo, O)."""
+    m, a = t.m, t.m + 2
+    th, tw = _tiles(g, m)
+    o = mats[0].shape[-1]
+    mats = [v.reshape(g.n, th, tw, o) for v in mats]
+    rows = [[_combine(t.at[p], [mats[i * a + j] for i in range(a)]) for j in range(a)]
+            for p in range(m)]
+    y = jnp.stack([jnp.stack([_combine(t.at[q], rows[p]) for q in range(m)], axis=3)
+                   for p in range(m)], axis=2)  # (N, th, m, tw, m, O)
+    return y.reshape(g.n, th * m, tw * m, o)[:, :g.ho, :g.wo]
+
+
+def _wino_output_adjoint(ct, g: _Geometry, t: _Winograd):
+    """Adjoint of :func:`_wino_output`: ``A ct A^T`` per m x m tile of the output gradient."""
+    m, a = t.m, t.m + 2
+    th, tw = _tiles(g, m)
+    ct = jnp.pad(ct, ((0, 0), (0, th * m - g.ho), (0, tw * m - g.wo), (0, 0)))
+    blocks = [[ct[:, p::m, q::m] for q in range(m)] for p in range(m)]
+    rows = [[_combine([t.at[q][j] for q in range(m)], blocks[p]) for j in range(a)]
+            for p in range(m)]
+    return [_combine([t.at[p][i] for p in range(m)], [rows[p][j] for p in range(m)])
+            .reshape(g.n * th * tw, g.o) for i in range(a) for j in range(a)]
+
+
+def _wino_fwd(x, w, g: _Geometry, form: str, precision, preferred):
+    """Forward conv as (m+2)^2 GEMMs (tiles, C) @ (C, O) in the Winograd domain."""
+    t = _WINOGRAD[form]
+    mats = [_mm(v, u, ((1,), (0,)), precision=precision, preferred=preferred)
+            for v, u in zip(_wino_input(x, g, t), _wino_kernel(w, t))]
+    return _wino_output(mats, g, t)
+
+
+def _dgrad_geometry(g: _Geometry) -> _Geometry:
+    """The input gradient of a stride-1 3x3 conv is a 3x3 conv of the output gradient with
+    the flipped, in/out-swapped kernel and padding ``2 - p``."""
+    (pt, pb), (pl, pr) = g.pads
+    return g._replace(h=g.ho, w=g.wo, c=g.o, o=g.c, ho=g.h, wo=g.w,
+                      pads=((2 - pt, 2 - pb), (2 - pl, 2 - pr)))
+
+
+def _wino_dgrad(ct, w, g: _Geometry, form: str, precision, preferred):
+    w_t = jnp.transpose(w[::-1, ::-1], (0, 1, 3, 2))
+    return _wino_fwd(ct, w_t, _dgrad_geometry(g), form, precision, preferred)
+
+
+def _wino_wgrad(ct, x, g: _Geometry, form: str, precision, preferred):
+    """Kernel gradient ``G^T [sum_tiles (B^T d B) (A ct A^T)] G``: (m+2)^2 GEMMs contracting
+    over the tiles, (C, tiles) @ (tiles, O)."""
+    t = _WINOGRAD[form]
+    a = t.m + 2
+    du = [_mm(v, c, ((0,), (0,)), precision=precision, preferred=preferred)
+          for v, c in zip(_wino_input(x, g, t), _wino_output_adjoint(ct, g, t))]
+    du = jnp.stack(du).reshape(a, a, g.c, g.o)
+    gm = jnp.asarray(np.asarray(t.g, np.float64), du.dtype)
+    return jnp.einsum("ik,ijco,jl->klco", gm, du, gm, precision=lax.Precision.HIGHEST)
+
+
 def _lax_nhwc(x, w, g: _Geometry, precision, preferred):
     return lax.conv_general_dilated(
         x, w, g.strides, g.pads, rhs_dilation=g.dilation,
@@ -253,6 +446,8 @@ def _lax_nhwc(x, w, g: _Geometry, precision, preferred):
 def _apply(form: str, x, w, g: _Geometry, precision, preferred):
     if form == "lax":
         return _lax_nhwc(x, w, g, precision, preferred)
+    if form in _WINOGRAD:
+        return _wino_fwd(x, w, g, form, precision, preferred)
     return _fwd_matmul(x, w, g, form, precision, preferred)
 
 
@@ -276,10 +471,27 @@ def _conv_nhwc_jvp(g, plan, precision, preferred, primals, tangents):
     dx, dw = tangents
     y = _conv_nhwc(x, w, g, plan, precision, preferred)
     terms = []
+    # A Winograd pass is written as the linear transpose of its backward computation, so
+    # that reverse mode, transposing it back, runs that computation (a Winograd conv of the
+    # output gradient; Winograd-domain GEMMs for the kernel) rather than the transpose of
+    # the forward transforms, which XLA:CPU runs about twice as slowly.
+    ct_aval = jax.ShapeDtypeStruct(y.shape, y.dtype)
     if not isinstance(dx, SymbolicZero):  # e.g. the input images: no input-gradient pass.
-        terms.append(_apply(plan.dgrad, dx, w, g, precision, preferred))
+        if plan.dgrad in _WINOGRAD:
+            terms.append(jax.linear_transpose(
+                lambda c: _wino_dgrad(c, w, g, plan.dgrad, precision, preferred),
+                ct_aval)(dx)[0])
+        else:
+            terms.append(_apply(plan.dgrad, dx, w, g, precision, preferred))
     if not isinstance(dw, SymbolicZero):
-        if plan.wgrad == "lax":
+        if plan.wgrad in _WINOGRAD:
+            # Rematerialised: the transformed input tiles are rebuilt from the saved x.
+            def dw_term(a, b):
+                return jax.linear_transpose(
+                    lambda c: _wino_wgrad(c, a, g, plan.wgrad, precision, preferred),
+                    ct_aval)(b)[0]
+            terms.append(jax.checkpoint(dw_term)(x, dw))
+        elif plan.wgrad == "lax":
             terms.append(_lax_nhwc(x, dw, g, precision, preferred))
         else:
             # Rematerialised so that the patches of x are rebuilt in the backward pass from
@@ -369,9 +581,13 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
         return native()
     geom = _Geometry(n, h, wd, c, kh, kw, o, ho, wo, strides, pads, dilation, groups)
     plan = impl if isinstance(impl, Plan) else conv_plan(geom, impl, _platform(lhs))
+    pet = None if preferred_element_type is None else jnp.dtype(preferred_element_type)
+    if not (winograd_applies(geom) and jnp.dtype(lhs.dtype) in _WINOGRAD_DTYPES
+            and pet in (None, jnp.dtype(lhs.dtype))):
+        # Winograd's transforms lose too much in low precision; elsewhere it does not apply.
+        plan = Plan(*("lax" if f in _WINOGRAD else f for f in plan))
     if plan == Plan("lax", "lax", "lax"):
         return native()
-    pet = None if preferred_element_type is None else jnp.dtype(preferred_element_type)
     y = _conv_nhwc(x, w, geom, plan, precision, pet)
     if spatial == 1:
         y = y[:, 0]

@@ -1,0 +1,86 @@
+"""Wall time of each pass of one convolution under each formulation of ``conv_impl``.
+
+    python experiments/conv_passes.py --shapes 32x56x64x64,32x14x256x256 \
+        [--forms lax,winograd2,winograd4] [--kernel 3] [--stride 1] [--repeats 3]
+
+A shape ``NxHxCxO`` is a batch of N square HxH maps with C input and O output channels;
+the kernel is square with "same"-style padding ``(k - 1) // 2``.  For each formulation the
+forward pass, the input gradient and the kernel gradient are compiled separately and timed
+(milliseconds, best of ``--repeats`` after one warm-up) on the default device.  These are
+the measurements behind the thresholds of ``conv_impl._choose_plan_cpu``; numbers from one
+process are comparable with each other, not with another machine's.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxvision.layers.conv_impl import _FORMS, Plan, conv_general_dilated
+
+
+def best_ms(fn, *args, repeats: int) -> float:
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t0)
+    return min(times) * 1e3
+
+
+def pass_times(shape, form: str, kernel: int, stride: int, repeats: int):
+    n, h, c, o = shape
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((n, h, h, c)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((kernel, kernel, c, o)) / np.sqrt(kernel * kernel * c),
+                    jnp.float32)
+    p = (kernel - 1) // 2
+    plan = Plan(form, form, form)
+
+    def conv(a, b):
+        return conv_general_dilated(a, b, (stride, stride), ((p, p), (p, p)),
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"), impl=plan)
+
+    ct = jnp.asarray(rng.standard_normal(jax.eval_shape(conv, x, w).shape), jnp.float32)
+    fwd = jax.jit(conv)
+    dgrad = jax.jit(lambda a, b, g: jax.vjp(lambda a: conv(a, b), a)[1](g)[0])
+    wgrad = jax.jit(lambda a, b, g: jax.vjp(lambda b: conv(a, b), b)[1](g)[0])
+    return (best_ms(fwd, x, w, repeats=repeats), best_ms(dgrad, x, w, ct, repeats=repeats),
+            best_ms(wgrad, x, w, ct, repeats=repeats))
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--shapes", required=True, help="comma-separated NxHxCxO")
+    ap.add_argument("--forms", default="lax,winograd2,winograd4")
+    ap.add_argument("--kernel", type=int, default=3)
+    ap.add_argument("--stride", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args(argv)
+    forms = args.forms.split(",")
+    bad = [f for f in forms if f not in _FORMS]
+    if bad:
+        ap.error(f"unknown formulation(s) {bad}; choose from {list(_FORMS)}")
+    shapes = []
+    for s in args.shapes.split(","):
+        try:
+            shapes.append(tuple(int(v) for v in s.split("x")))
+        except ValueError:
+            ap.error(f"shape {s!r} is not NxHxCxO")
+        if len(shapes[-1]) != 4:
+            ap.error(f"shape {s!r} is not NxHxCxO")
+    print(f"device: {jax.devices()[0].device_kind}; ms forward / input-grad / kernel-grad")
+    for shape in shapes:
+        cells = []
+        for form in forms:
+            f, d, w = pass_times(shape, form, args.kernel, args.stride, args.repeats)
+            cells.append(f"{form} {f:.1f} / {d:.1f} / {w:.1f}")
+        print("x".join(map(str, shape)) + ": " + " | ".join(cells), flush=True)
+
+
+if __name__ == "__main__":
+    main()
