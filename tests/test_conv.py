@@ -279,6 +279,8 @@ def test_plan_choice():
     assert conv_impl.conv_plan(small_map, "auto", "cpu") == lax_only
     assert conv_impl.conv_plan(stem, "auto", "cpu") == lax_only
     assert conv_impl.conv_plan(shortcut, "auto", "cpu").wgrad != "lax"
+    assert conv_impl.conv_plan(_geometry(56, 64, 128, 3, 2), "auto", "cpu").wgrad == "shift"
+    assert conv_impl.conv_plan(_geometry(16, 64, 128, 3, 2), "auto", "cpu").wgrad == "lax"
     for platform in ("gpu", "tpu"):
         assert conv_impl.conv_plan(tiny, "auto", platform) == lax_only
         assert conv_impl.conv_plan(big, "auto", platform) == lax_only

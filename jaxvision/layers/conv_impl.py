@@ -179,6 +179,12 @@ def _choose_plan_cpu(g: _Geometry) -> Plan:
     nor many (the native kernel is then efficient and the tiles' padding of 14x14 to
     16x16 costs more than the product saves).
 
+    The kernel gradient of large strided convs (ResNet's 3x3 stride-2 convs at 224x224, 1.85G
+    multiply-adds each at batch 32) runs as one GEMM per tap: the whole ResNet-18 224x224
+    step at batch 32 went from 2,952 to 2,836 ms (median of 4) with it, although each such
+    gradient timed alone is no faster; below ``strided_wgrad_shift_min_macs`` it made no
+    difference (64x64 input).
+
     Winograd costs compile time: each pass is (m+2)^2 GEMMs and as many transform kernels,
     about a second of XLA:CPU compilation per pass here against a fraction of that for the
     native kernel, so it is used only for convs of at least ``winograd_min_macs``
@@ -204,6 +210,9 @@ def _choose_plan_cpu(g: _Geometry) -> Plan:
     dgrad = "im2col" if (small_grad or strided_small) and wide else "lax"
     wgrad = "lax"
     macs = g.n * g.ho * g.wo * g.c * g.o * taps
+    if (max(g.strides) > 1 and taps == 9 and wide
+            and macs >= _TABLE["strided_wgrad_shift_min_macs"]):
+        wgrad = "shift"
     if (winograd_applies(g) and min(g.ho, g.wo) >= _TABLE["winograd_min_side"]
             and macs >= _TABLE["winograd_min_macs"]):
         wgrad = "winograd4"
@@ -220,6 +229,7 @@ _TABLE = {
     "fwd_max_out_positions": 4,
     "dgrad_max_out_positions": 4,
     "dgrad_strided_max_in_positions": 64,
+    "strided_wgrad_shift_min_macs": 1_000_000_000,
     "winograd_min_side": 14,
     "winograd_min_macs": 250_000_000,
     "winograd_min_channels": 32,
