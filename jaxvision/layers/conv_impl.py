@@ -381,11 +381,13 @@ def _wino_input(x, g: _Geometry, t: _Winograd):
 
 
 def _wino_kernel(w, t: _Winograd):
-    """``G w G^T``: a list of (m+2)^2 kernels (C, O)."""
-    gm = jnp.asarray(np.asarray(t.g, np.float64), w.dtype)
-    u = jnp.einsum("ik,klco,jl->ijco", gm, w, gm, precision=lax.Precision.HIGHEST)
+    """``G w G^T``: a list of (m+2)^2 kernels (C, O), as weighted sums of the 9 taps (a few
+    elementwise kernels rather than small dots and slices)."""
     a = t.m + 2
-    return [u[i, j] for i in range(a) for j in range(a)]
+    taps = [[w[k, l] for l in range(3)] for k in range(3)]
+    rows = [[_combine([t.g[i][k] for k in range(3)], [taps[k][l] for k in range(3)])
+             for l in range(3)] for i in range(a)]
+    return [_combine(t.g[j], rows[i]) for i in range(a) for j in range(a)]
 
 
 def _wino_output(mats, g: _Geometry, t: _Winograd):
@@ -441,9 +443,11 @@ def _wino_wgrad(ct, x, g: _Geometry, form: str, precision, preferred):
     a = t.m + 2
     du = [_mm(v, c, ((0,), (0,)), precision=precision, preferred=preferred)
           for v, c in zip(_wino_input(x, g, t), _wino_output_adjoint(ct, g, t))]
-    du = jnp.stack(du).reshape(a, a, g.c, g.o)
-    gm = jnp.asarray(np.asarray(t.g, np.float64), du.dtype)
-    return jnp.einsum("ik,ijco,jl->klco", gm, du, gm, precision=lax.Precision.HIGHEST)
+    # G^T dU G, as weighted sums like _wino_kernel's.
+    rows = [[_combine([t.g[i][k] for i in range(a)], [du[i * a + j] for i in range(a)])
+             for j in range(a)] for k in range(3)]
+    return jnp.stack([jnp.stack([_combine([t.g[j][l] for j in range(a)], rows[k])
+                                 for l in range(3)]) for k in range(3)])
 
 
 def _lax_nhwc(x, w, g: _Geometry, precision, preferred):
