@@ -115,6 +115,22 @@ def test_winograd_applies_only_where_it_computes_the_conv():
         conv_impl._Geometry(2, 8, 8, 4, 3, 3, 4, 9, 6, (1, 1), ((3, 0), (-1, 0)), (1, 1), 1))
 
 
+def test_winograd_runs_only_in_float32_and_above():
+    """A Winograd plan computes float32 by GEMMs, but bfloat16 (whose transforms would lose
+    too much) and a strided conv by lax's convolution."""
+    def prims(x, w, strides=(1, 1)):
+        f = functools.partial(conv_general_dilated, window_strides=strides, padding="SAME",
+                              dimension_numbers=NHWC, impl=Plan(*["winograd4"] * 3))
+        jaxpr = jax.make_jaxpr(jax.grad(lambda a, b: f(a, b).sum(), argnums=(0, 1)))(x, w)
+        return str(jaxpr)
+    x = jnp.ones((1, 8, 8, 4))
+    w = jnp.ones((3, 3, 4, 4))
+    f32 = prims(x, w)
+    assert "dot_general" in f32 and "conv_general_dilated" not in f32
+    for text in (prims(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16)), prims(x, w, (2, 2))):
+        assert "conv_general_dilated" in text and "dot_general" not in text
+
+
 @pytest.mark.parametrize("plan", MIXED, ids=str)
 def test_mixed_plans(plan):
     _check((2, 7, 8, 4), (3, 3, 4, 6), (2, 2), ((1, 0), (1, 1)), plan=plan)
