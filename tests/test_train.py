@@ -113,12 +113,25 @@ def test_two_processes_match_one_process(tmp_path):
     cfg = dict(TINY, num_train_steps=4)
     run_driver(tmp_path / "single", cfg, devices=8)
     port = _free_port()
-    procs = [subprocess.Popen(
-        driver_cmd(tmp_path / "multi", cfg, devices=4,
-                   extra=("--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
-                          "--process-id", str(i))),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
-    outs = [p.communicate(timeout=300)[0] for p in procs]
+    # Each process writes to its own file, not a pipe: reading one pipe while the other
+    # process fills its own (XLA logs slow collectives under load) would block that process
+    # inside a collective and with it both.
+    logs = [tmp_path / f"process{i}.log" for i in range(2)]
+    procs = []
+    for i, log in enumerate(logs):
+        with open(log, "w") as out:
+            procs.append(subprocess.Popen(
+                driver_cmd(tmp_path / "multi", cfg, devices=4,
+                           extra=("--coordinator", f"127.0.0.1:{port}", "--num-processes",
+                                  "2", "--process-id", str(i))),
+                stdout=out, stderr=subprocess.STDOUT, text=True))
+    try:
+        for p in procs:
+            p.wait(timeout=300)
+    finally:
+        for p in procs:
+            p.kill()
+    outs = [log.read_text() for log in logs]
     assert all(p.returncode == 0 for p in procs), "\n".join(o[-2000:] for o in outs)
     a, b = train_losses(tmp_path / "single"), train_losses(tmp_path / "multi")
     assert sorted(a) == sorted(b)
