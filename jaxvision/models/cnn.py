@@ -8,6 +8,7 @@ import jax.numpy as jnp
 
 from jaxvision.layers import Conv, pad
 from jaxvision.registry import CIFAR10_MEAN, CIFAR10_STD, MNIST_MEAN, MNIST_STD, register_model
+from jaxvision.models._pooling import max_pool
 
 
 class SimpleCNN(nn.Module):
@@ -24,7 +25,7 @@ class SimpleCNN(nn.Module):
         for i, w in enumerate(self.widths):
             x = Conv(w, (3, 3), padding=pad(1), dtype=self.dtype, name=f"conv{i + 1}")(x)
             x = nn.relu(x)
-            x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=pad(1))
+            x = max_pool(x, 3, 2, 1)
         x = jnp.mean(x, axis=(1, 2))  # global average pooling -> (B, C)
         if self.num_classes == 0:
             return x
@@ -52,7 +53,7 @@ class MnistCNN(nn.Module):
                 x = Conv(w, (3, 3), padding=pad(1), use_bias=False, dtype=self.dtype,
                          name=f"conv{s + 1}_{j + 1}")(x)
                 x = nn.relu(norm(f"bn{s + 1}_{j + 1}")(x))
-            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+            x = max_pool(x, 2, 2)
         x = x.reshape(x.shape[0], -1)
         if self.num_classes == 0:
             return x

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 
 from jaxvision.layers.conv import Conv, pad
 from jaxvision.registry import CIFAR10_MEAN, CIFAR10_STD, MNIST_MEAN, MNIST_STD, register_model
+from jaxvision.models._pooling import max_pool
 
 
 class HighwayDense(nn.Module):
@@ -125,7 +126,7 @@ class HighwayCNN(nn.Module):
                          name="stem")(x))
         for g, (w, d) in enumerate(zip(self.widths, self.depths)):
             if g > 0:
-                x = nn.max_pool(x, (2, 2), strides=(2, 2))
+                x = max_pool(x, 2, 2)
                 x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
             if x.shape[-1] != w:
                 x = nn.relu(Conv(w, (1, 1), dtype=self.dtype, name=f"proj{g}")(x))

@@ -26,6 +26,7 @@ from jax.scipy.ndimage import map_coordinates
 from jaxvision.layers import Conv
 from jaxvision.layers.activations import create_act
 from jaxvision.registry import MNIST_MEAN, MNIST_STD, register_model
+from jaxvision.models._pooling import max_pool
 
 
 class MCDNNColumn(nn.Module):
@@ -51,7 +52,7 @@ class MCDNNColumn(nn.Module):
             if x.shape[1] < p or x.shape[2] < p:
                 raise ValueError(f"input too small: a {x.shape[1]}x{x.shape[2]} map cannot be "
                                  f"max-pooled by {p}")
-            x = nn.max_pool(x, (p, p), strides=(p, p))
+            x = max_pool(x, p, p)
         x = x.reshape(x.shape[0], -1)
         x = nn.Dense(self.hidden, dtype=self.dtype, name="fc1")(x)
         x = create_act(self.act_layer, "act_fc1", self.dtype)(x)

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 
 from jaxvision.layers.conv import Conv
 from jaxvision.layers.std_conv import ScaledStdConv
+from jaxvision.models._pooling import max_pool
 from jaxvision.registry import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -252,7 +253,7 @@ class NormFreeNet(nn.Module):
             k = 3 if "3x3" in self.stem_type else 7
             x = conv(stem_chs, k, strides=2, padding=pad(k, 2), name="stem_conv")(x)
         if "pool" in self.stem_type:
-            x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+            x = max_pool(x, 3, 2, 1)
             stem_stride = 4
 
         # -- stages --------------------------------------------------------------------

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from jaxvision.layers import Conv, pad
 from jaxvision.layers.spatial_transformer import SpatialTransformer
 from jaxvision.registry import register_model
+from jaxvision.models._pooling import max_pool
 
 
 class LocalisationNet(nn.Module):
@@ -35,10 +36,10 @@ class LocalisationNet(nn.Module):
     @nn.compact
     def __call__(self, x):
         # Looking at a half-resolution copy is enough to locate a digit and halves the cost.
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = max_pool(x, 2, 2)
         for i, f in enumerate(self.features):
             if i > 0:
-                x = nn.max_pool(x, (2, 2), strides=(2, 2))
+                x = max_pool(x, 2, 2)
             k = self.kernel_size
             x = nn.relu(Conv(f, (k, k), padding=pad(0), dtype=self.dtype, name=f"conv{i + 1}")(x))
         x = x.reshape(x.shape[0], -1)
@@ -75,7 +76,7 @@ class STCNN(nn.Module):
                                dtype=self.dtype, name="st")(x, train=train)
         for i, (f, k) in enumerate(zip(self.features, self.kernel_sizes)):
             x = Conv(f, (k, k), padding=pad(k // 2), dtype=self.dtype, name=f"conv{i + 1}")(x)
-            x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
+            x = max_pool(nn.relu(x), 2, 2)
         x = x.reshape(x.shape[0], -1)
         if self.num_classes == 0:
             return x

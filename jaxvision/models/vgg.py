@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from jaxvision.layers import Conv, pad
 from jaxvision.layers.activations import create_act
 from jaxvision.layers.lrn import LocalResponseNorm
-from jaxvision.models._pooling import adaptive_avg_pool
+from jaxvision.models._pooling import adaptive_avg_pool, max_pool
 from jaxvision.registry import IMAGENET_MEAN, IMAGENET_STD, register_model
 
 # An int is a 3x3 conv with that many channels, 'M' a 2x2 max-pool, 'L' an LRN layer,
@@ -62,7 +62,7 @@ class VGG(nn.Module):
         i = 0  # timm's index in `features`: conv, [bn], act per conv layer, one per pool
         for v in self.cfg:
             if v == "M":
-                x = nn.max_pool(x, (2, 2), strides=(2, 2))
+                x = max_pool(x, 2, 2)
                 i += 1
             elif v == "L":
                 x = LocalResponseNorm(5, 1e-4, 0.75, 2.0, dtype=self.dtype, name=f"lrn_{i}")(x)
