@@ -303,6 +303,68 @@ def test_plan_choice():
     assert conv_impl.conv_plan(tiny, "lax", "cpu") == lax_only
     assert conv_impl.conv_plan(big, "matmul", "gpu") == Plan("im2col", "im2col", "im2col")
 
+    # Strided convs whose output map is narrower than the kernel (CapsNet's 9x9/2 primary
+    # capsules, 20x20 -> 6x6): per-tap products forward (with many channels), im2col for
+    # the input gradient; the same kernel with padding (10x10 outputs) keeps lax.
+    caps = conv_impl._Geometry(32, 20, 20, 256, 9, 9, 256, 6, 6, (2, 2), ((0, 0), (0, 0)),
+                               (1, 1), 1)
+    assert conv_impl.conv_plan(caps, "auto", "cpu") == Plan("shift", "im2col", "lax")
+    assert conv_impl.conv_plan(caps._replace(c=64), "auto", "cpu") == Plan("lax", "im2col", "lax")
+    padded = caps._replace(pads=((4, 4), (4, 4)), ho=10, wo=10)
+    assert conv_impl.conv_plan(padded, "auto", "cpu") == lax_only
+
+
+def test_loop_body_moves_gradients_off_the_native_kernel():
+    """Inside ``loop_body()`` the CPU plan computes both gradients without lax's kernel
+    (slow inside XLA:CPU loops) and keeps everything else; other backends are unaffected."""
+    odefunc = _geometry(6, 64, 64, 3, 1)
+    big = _geometry(56, 64, 64, 3, 1)
+    assert conv_impl.conv_plan(odefunc, "auto", "cpu") == Plan("lax", "lax", "lax")
+    assert conv_impl.conv_plan(odefunc, "auto", "cpu", in_loop=True) == Plan("lax", "shift",
+                                                                              "shift")
+    assert conv_impl.conv_plan(big, "auto", "cpu", in_loop=True) == Plan(
+        "winograd4", "winograd4", "winograd4")
+    grouped = odefunc._replace(groups=2)
+    assert conv_impl.conv_plan(grouped, "auto", "cpu", in_loop=True) == Plan("lax", "lax", "lax")
+    assert conv_impl.conv_plan(odefunc, "auto", "gpu", in_loop=True) == Plan("lax", "lax", "lax")
+
+    # The flag reaches conv_general_dilated through the context, only while it is open, and
+    # a scan's gradient under it equals lax's.
+    seen = []
+    real = conv_impl.conv_plan
+
+    def spy(*args, **kwargs):
+        plan = real(*args, **kwargs)
+        seen.append(plan)
+        return plan
+
+    x = jax.random.normal(jax.random.key(0), (4, 6, 6, 8))
+    w = jax.random.normal(jax.random.key(1), (3, 3, 8, 8)) * 0.1
+    dn = ("NHWC", "HWIO", "NHWC")
+
+    def run(conv, x0, w0):
+        def body(c, _):
+            return c + 0.1 * jnp.tanh(conv(c, w0, (1, 1), ((1, 1), (1, 1)),
+                                           dimension_numbers=dn,
+                                           precision=lax.Precision.HIGHEST)), None
+        return jnp.sum(jax.lax.scan(body, x0, jnp.arange(3))[0] ** 2)
+
+    def looped(c, w_, *a, **k):
+        with conv_impl.loop_body():
+            return conv_impl.conv_general_dilated(c, w_, *a, **k)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(conv_impl, "conv_plan", spy)
+        g_ours = jax.grad(lambda *a: run(looped, *a), argnums=(0, 1))(x, w)
+        assert seen and all(p.wgrad == "shift" and p.dgrad == "shift" for p in seen)
+        seen.clear()
+        jax.grad(lambda *a: run(conv_impl.conv_general_dilated, *a), argnums=(0, 1))(x, w)
+        assert seen and all(p == Plan("lax", "lax", "lax") for p in seen)
+    g_ref = jax.grad(lambda *a: run(lax.conv_general_dilated, *a), argnums=(0, 1))(x, w)
+    for ours, ref in zip(g_ours, g_ref):
+        assert float(jnp.abs(ref).max()) > 0.1
+        np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
+
 
 @pytest.mark.parametrize("impl", ["lax", "matmul"])
 def test_flax_conv_equals_nn_conv(monkeypatch, impl):

@@ -46,6 +46,8 @@ trace time.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import os
 from typing import NamedTuple
@@ -151,7 +153,13 @@ def _choose_plan_cpu(g: _Geometry) -> Plan:
 
     * outputs of very few positions per image (here 2x2) with many channels: forward and
       input-gradient are ~70x slower than ``im2col``, whose patch matrix is then tiny;
-    * the input-gradient of a strided conv whose input map is small (4x4): ~35x;
+    * the input-gradient of a strided conv whose input map is small (4x4): ~35x, or whose
+      output map is narrower than the kernel: ~45x for a 9x9/2 256->256 conv on 20x20 maps
+      (6x6 outputs, batch 32: 12,165 ms native, 269 ms as im2col), ~4x with 64 channels;
+      the same kernel with padding 4 (10x10 outputs) or a 7x7/2 one on 28x28 (11x11) has no
+      such cliff.  The forward pass of such narrow-output convs is 1.6x (128 channels) to
+      3x (256) slower than its sum of per-tap GEMMs ("shift": 64 vs 120 ms, 206 vs 621 ms),
+      but not with 64 channels (20 ms native, 36 as im2col);
     * the kernel-gradient of strided 1x1 convs (ResNet shortcuts): ~4x; a 1x1 conv is a
       single GEMM on the strided input and is at least as fast in the other passes too.
 
@@ -203,10 +211,16 @@ def _choose_plan_cpu(g: _Geometry) -> Plan:
     in_pos = g.h * g.w
     wide = g.c >= _TABLE["min_channels"]
     fwd = "im2col" if out_pos <= _TABLE["fwd_max_out_positions"] and wide else "lax"
+    narrow = max(g.strides) > 1 and min(g.ho, g.wo) < max(g.kh, g.kw)
+    if fwd == "lax" and narrow and g.c >= _TABLE["narrow_fwd_min_channels"]:
+        fwd = "shift"
     # The input-gradient maps the output-sized gradient back onto the input: its cliff
     # follows the small gradient map, made worse by strides.
     small_grad = out_pos <= _TABLE["dgrad_max_out_positions"]
-    strided_small = max(g.strides) > 1 and in_pos <= _TABLE["dgrad_strided_max_in_positions"]
+    # ... and so does a strided conv whose output map is narrower than its kernel (CapsNet's
+    # 9x9/2 primary capsules on 20x20 maps: 12.2 s native against 0.27 s as im2col).
+    strided_small = narrow or (max(g.strides) > 1
+                               and in_pos <= _TABLE["dgrad_strided_max_in_positions"])
     dgrad = "im2col" if (small_grad or strided_small) and wide else "lax"
     wgrad = "lax"
     macs = g.n * g.ho * g.wo * g.c * g.o * taps
@@ -230,6 +244,7 @@ _TABLE = {
     "dgrad_max_out_positions": 4,
     "dgrad_strided_max_in_positions": 64,
     "strided_wgrad_shift_min_macs": 1_000_000_000,
+    "narrow_fwd_min_channels": 128,
     "winograd_min_side": 14,
     "winograd_min_macs": 250_000_000,
     "winograd_min_channels": 32,
@@ -237,7 +252,35 @@ _TABLE = {
 }
 
 
-def conv_plan(g: _Geometry, impl: str, platform: str) -> Plan:
+_IN_LOOP = contextvars.ContextVar("jaxvision_conv_in_loop", default=False)
+
+
+@contextlib.contextmanager
+def loop_body():
+    """Mark the convolutions traced inside as the body of a loop (``lax.scan``,
+    ``while_loop``, an ODE solver's steps), so that the CPU rule avoids XLA:CPU's native
+    convolution gradients there.
+
+    Inside a loop body XLA:CPU computes the native kernel-gradient of a convolution
+    ~15-40x slower than the same gradient outside a loop (a 3x3 64->64 conv on 28x28 maps,
+    batch 32, four steps of a ``lax.scan``: 10.3 s for the scan's gradient against 0.27 s
+    unrolled) and the native input-gradient ~1.4x slower; as per-tap GEMMs ("shift") both
+    run at their unrolled speed (0.38 s).  The plan is fixed when the forward pass is
+    traced, so wrapping the function a loop calls (forward and, for adjoint methods, its
+    re-traced vector-Jacobian product) is enough::
+
+        def f(h, t, p):
+            with conv.loop_body():
+                return func.apply({"params": p}, h, t)
+    """
+    token = _IN_LOOP.set(True)
+    try:
+        yield
+    finally:
+        _IN_LOOP.reset(token)
+
+
+def conv_plan(g: _Geometry, impl: str, platform: str, in_loop: bool = False) -> Plan:
     if impl == "lax":
         return Plan("lax", "lax", "lax")
     if impl == "matmul":
@@ -246,7 +289,11 @@ def conv_plan(g: _Geometry, impl: str, platform: str) -> Plan:
     if platform != "cpu":
         # cuDNN / TPU convolutions have no such cliffs; keep the native op.
         return Plan("lax", "lax", "lax")
-    return _choose_plan_cpu(g)
+    plan = _choose_plan_cpu(g)
+    if in_loop and g.groups == 1:
+        # See loop_body(): the native gradients are slow inside loop bodies.
+        plan = Plan(plan.fwd, *("shift" if f == "lax" else f for f in plan[1:]))
+    return plan
 
 
 # ----------------------------------------------------------------------------------------
@@ -594,7 +641,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
     if min(n, ho, wo, c, o) <= 0:
         return native()
     geom = _Geometry(n, h, wd, c, kh, kw, o, ho, wo, strides, pads, dilation, groups)
-    plan = impl if isinstance(impl, Plan) else conv_plan(geom, impl, _platform(lhs))
+    plan = impl if isinstance(impl, Plan) else conv_plan(geom, impl, _platform(lhs), _IN_LOOP.get())
     pet = None if preferred_element_type is None else jnp.dtype(preferred_element_type)
     if not (winograd_applies(geom) and jnp.dtype(lhs.dtype) in _WINOGRAD_DTYPES
             and pet in (None, jnp.dtype(lhs.dtype))):
@@ -613,4 +660,5 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
     return jnp.transpose(y, perm)
 
 
-__all__ = ["ENV_VAR", "IMPLS", "Plan", "conv_general_dilated", "conv_plan", "requested_impl"]
+__all__ = ["ENV_VAR", "IMPLS", "Plan", "conv_general_dilated", "conv_plan", "loop_body",
+           "requested_impl"]
