@@ -104,6 +104,17 @@ def tree_all_finite(tree) -> jnp.ndarray:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
+def _with_distortion(mode: str, augment_fn):
+    """Distort each training batch (``dataset.distort``) before the other augmentations."""
+    from jaxvision.data import distort
+
+    def fn(rng, x):
+        k_distort, k_aug = jax.random.split(rng)
+        x = distort.distort(k_distort, x, mode)
+        return augment_fn(k_aug, x) if augment_fn is not None else x
+    return fn
+
+
 def make_train_step(model, tx, config, num_classes, mean, std, augment_fn, mix_fn, loss_fn,
                     max_norm_fn=None):
     dtype = jnp.dtype(config.dtype)
@@ -239,6 +250,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
         from jaxvision.data import augment as aug
         augment_fn = aug.build_augment(config.augment) if config.augment else None
         mix_fn = aug.build_mix(config.mix) if config.mix else None
+    if config.dataset.distort:
+        augment_fn = _with_distortion(config.dataset.distort, augment_fn)
     loss_fn = losses.get_loss(config.loss)
     max_norm_fn = None
     if config.max_norm:

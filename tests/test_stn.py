@@ -255,3 +255,44 @@ def test_distort_rejects_bad_input():
     with pytest.raises(ValueError, match=r"\(B, H, W, C\)"):
         distort(jax.random.key(0), np.zeros((28, 28)), "R")
     assert set(MODES) == {"R", "RTS", "P", "TC"}
+
+
+def test_distort_images_is_a_fixed_test_set():
+    from jaxvision.data.distort import distort_images
+    digits = (np.asarray(_digits()) * 255).astype(np.uint8)
+    digits = np.concatenate([digits] * 5)  # more than one chunk below
+    a = distort_images(digits, "RTS", seed=0, chunk=3)
+    b = distort_images(digits, "RTS", seed=0, chunk=3)
+    c = distort_images(digits, "RTS", seed=1, chunk=3)
+    assert a.shape == (len(digits), 42, 42, 1) and a.dtype == np.uint8
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    # The first chunk does not depend on how many images follow it.
+    np.testing.assert_array_equal(distort_images(digits[:3], "RTS", seed=0, chunk=3), a[:3])
+    with pytest.raises(ValueError, match="did you mean 'RTS'"):
+        distort_images(digits, "rts")
+    with pytest.raises(ValueError, match="uint8"):
+        distort_images(digits.astype(np.float32), "RTS")
+
+
+def test_training_on_distorted_digits(tmp_path):
+    """dataset.distort: the held-out digits become one fixed 42x42 RTS set, the training
+    digits are distorted afresh each step, and an ST-CNN trains on them end to end."""
+    from jaxvision import train
+    from jaxvision.data import pipeline
+    from tests.helpers import tiny_config
+
+    cfg = tiny_config(model="test_stn", num_train_steps=2, eval_every_steps=2,
+                      checkpoint_every_steps=2, **{"dataset.distort": "RTS"})
+    data = pipeline.load_datasets(cfg.dataset, None, (28, 28, 1))
+    assert data.train.image_shape == (28, 28, 1)
+    assert data.eval.image_shape == (42, 42, 1) and len(data.eval) == 1000
+    again = pipeline.load_datasets(cfg.dataset, None, (28, 28, 1))
+    np.testing.assert_array_equal(data.eval.images, again.eval.images)
+    result = train.train_and_evaluate(cfg, str(tmp_path))
+    assert result["eval_count"] == 1000 and np.isfinite(result["eval_loss"])
+
+    bad = tiny_config(**{"dataset.distort": "RTZ"})
+    with pytest.raises(pipeline.DataError, match="did you mean 'RTS'"):
+        train.train_and_evaluate(bad, str(tmp_path / "bad"))
+    assert not (tmp_path / "bad" / "checkpoints").exists()

@@ -194,13 +194,50 @@ def distort(rng, images, mode: str, **kwargs):
 
     ``kwargs`` go to the mode's function (e.g. ``max_degrees``, ``canvas``).
     """
+    check_mode(mode)
+    return _FUNCS[mode](rng, images, **kwargs)
+
+
+def check_mode(mode: str) -> str:
+    """``mode`` itself if it names a distortion, else a ValueError with the close matches."""
     if mode == "E":
         raise ValueError("mode 'E' is the paper's elastic warping, which is not provided; "
                          "the cluttered 60x60 task is mode 'TC'")
     if mode not in _FUNCS:
-        raise ValueError(f"unknown distortion mode {mode!r}; choose one of {MODES}")
-    return _FUNCS[mode](rng, images, **kwargs)
+        import difflib
+        close = difflib.get_close_matches(str(mode), MODES, n=1) or [
+            m for m in MODES if m.lower() == str(mode).lower()]
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown distortion mode {mode!r}{hint} (choose one of {MODES})")
+    return mode
 
 
-__all__ = ["MODES", "distort", "projective", "rotate", "rotate_scale_translate",
+def distort_images(images, mode: str, seed: int = 0, chunk: int = 1000, **kwargs):
+    """A fixed distorted copy of a uint8 array ``images`` (N, H, W, C): what the paper's
+    distorted *test* sets are.  Image ``i`` is distorted with key ``fold_in(seed, i // chunk)``
+    inside a chunk of ``chunk`` images, so the result depends only on ``seed``, ``chunk`` and
+    the images (not on the machine or on how many images there are).  Clutter (mode ``TC``)
+    is drawn from the other digits of the same chunk.
+    """
+    import numpy as np
+    check_mode(mode)
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4:
+        raise ValueError(f"distort_images takes uint8 images (N, H, W, C), got "
+                         f"{images.dtype} {images.shape}")
+    if len(images) == 0:
+        raise ValueError("distort_images: no images")
+    fn = jax.jit(lambda key, x: distort(key, x, mode, **kwargs))
+    base = jax.random.PRNGKey(seed)
+    out = []
+    for k, start in enumerate(range(0, len(images), chunk)):
+        part = images[start:start + chunk]
+        n = len(part)
+        if n < chunk:  # pad the last chunk so every chunk compiles to the same program
+            part = np.concatenate([part, np.zeros((chunk - n, *part.shape[1:]), part.dtype)])
+        out.append(np.asarray(fn(jax.random.fold_in(base, k), part))[:n])
+    return np.concatenate(out)
+
+
+__all__ = ["MODES", "check_mode", "distort", "distort_images", "projective", "rotate", "rotate_scale_translate",
            "translate_clutter"]

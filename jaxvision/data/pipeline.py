@@ -81,8 +81,29 @@ def load_datasets(ds_cfg, num_classes: int | None = None, input_size=None) -> Da
                         f"{source!r}; available: 'validation', {sorted(splits)}")
     if ds_cfg.train_size:
         train = train.take(slice(0, int(ds_cfg.train_size)), "train")
+    if ds_cfg.get("distort"):
+        evals = distorted_eval(evals, ds_cfg.distort)
+        if not train.in_memory:
+            raise DataError(f"dataset.distort={ds_cfg.distort!r} distorts the training images "
+                            "on device and needs an in-memory source (bundled, idx, synthetic)")
     k = num_classes or train.num_classes
     return Datasets(train=train, eval=evals, num_classes=k)
+
+
+def distorted_eval(split: Split, mode: str) -> Split:
+    """The held-out split as a fixed distorted-MNIST test set (key 0, independent of the
+    run's seed, so every run of a config is scored on the same images)."""
+    from jaxvision.data import distort
+    try:
+        distort.check_mode(mode)
+    except ValueError as e:
+        raise DataError(f"dataset.distort: {e}") from None
+    if not split.in_memory:
+        raise DataError(f"dataset.distort={mode!r} needs an in-memory {split.name} split")
+    if len(split) == 0:
+        raise DataError(f"the {split.name} split is empty")
+    images = distort.distort_images(split.images, mode, seed=0)
+    return Split(split.labels, split.num_classes, split.name, images=images)
 
 
 def synthetic_splits(ds_cfg, num_classes, input_size) -> dict[str, Split]:
