@@ -1,14 +1,21 @@
 """Wall time of each pass of one convolution under each formulation of ``conv_impl``.
 
     python experiments/conv_passes.py --shapes 32x56x64x64,32x14x256x256 \
-        [--forms lax,winograd2,winograd4] [--kernel 3] [--stride 1] [--repeats 3]
+        [--forms lax,winograd2,winograd4] [--kernel 3] [--stride 1] [--padding P] \
+        [--repeats 3] [--loop STEPS]
 
 A shape ``NxHxCxO`` is a batch of N square HxH maps with C input and O output channels;
-the kernel is square with "same"-style padding ``(k - 1) // 2``.  For each formulation the
-forward pass, the input gradient and the kernel gradient are compiled separately and timed
-(milliseconds, best of ``--repeats`` after one warm-up) on the default device.  These are
-the measurements behind the thresholds of ``conv_impl._choose_plan_cpu``; numbers from one
-process are comparable with each other, not with another machine's.
+the kernel is square with "same"-style padding ``(k - 1) // 2`` unless ``--padding`` says
+otherwise.  For each formulation the forward pass, the input gradient and the kernel
+gradient are compiled separately and timed (milliseconds, best of ``--repeats`` after one
+warm-up) on the default device.  These are the measurements behind the thresholds of
+``conv_impl._choose_plan_cpu``; numbers from one process are comparable with each other,
+not with another machine's.
+
+``--loop STEPS`` instead times the gradient (input and kernel) of STEPS residual steps
+``h + 0.1 tanh(conv(h))`` run by ``lax.scan`` and the same steps unrolled, the formulation
+applying to both gradients (``auto``: the CPU rule, inside ``conv_impl.loop_body()`` for the
+scan): what an ODE solver's loop pays per convolution.
 """
 from __future__ import annotations
 
@@ -19,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvision.layers.conv_impl import _FORMS, Plan, conv_general_dilated
+from jaxvision.layers.conv_impl import _FORMS, Plan, conv_general_dilated, loop_body
 
 
 def best_ms(fn, *args, repeats: int) -> float:
@@ -32,13 +39,18 @@ def best_ms(fn, *args, repeats: int) -> float:
     return min(times) * 1e3
 
 
-def pass_times(shape, form: str, kernel: int, stride: int, repeats: int):
+def _inputs(shape, kernel):
     n, h, c, o = shape
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((n, h, h, c)), jnp.float32)
     w = jnp.asarray(rng.standard_normal((kernel, kernel, c, o)) / np.sqrt(kernel * kernel * c),
                     jnp.float32)
-    p = (kernel - 1) // 2
+    return rng, x, w
+
+
+def pass_times(shape, form: str, kernel: int, stride: int, repeats: int, padding=None):
+    rng, x, w = _inputs(shape, kernel)
+    p = (kernel - 1) // 2 if padding is None else padding
     plan = Plan(form, form, form)
 
     def conv(a, b):
@@ -53,16 +65,45 @@ def pass_times(shape, form: str, kernel: int, stride: int, repeats: int):
             best_ms(wgrad, x, w, ct, repeats=repeats))
 
 
+def loop_times(shape, form: str, kernel: int, steps: int, repeats: int, padding=None):
+    """(scan, unrolled) ms of the gradient of ``steps`` residual conv steps."""
+    _, x, w = _inputs(shape, kernel)
+    if shape[2] != shape[3]:
+        raise ValueError(f"--loop needs C == O, got {shape}")
+    p = (kernel - 1) // 2 if padding is None else padding
+    impl = "auto" if form == "auto" else Plan("lax", form, form)
+
+    def conv(h, b):
+        return conv_general_dilated(h, b, (1, 1), ((p, p), (p, p)),
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"), impl=impl)
+
+    def scanned(h, b):
+        def body(c, _):
+            with loop_body():
+                return c + 0.1 * jnp.tanh(conv(c, b)), None
+        return jnp.sum(jax.lax.scan(body, h, jnp.arange(steps))[0] ** 2)
+
+    def unrolled(h, b):
+        for _ in range(steps):
+            h = h + 0.1 * jnp.tanh(conv(h, b))
+        return jnp.sum(h ** 2)
+
+    grads = [jax.jit(jax.grad(fn, argnums=(0, 1))) for fn in (scanned, unrolled)]
+    return tuple(best_ms(g, x, w, repeats=repeats) for g in grads)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--shapes", required=True, help="comma-separated NxHxCxO")
     ap.add_argument("--forms", default="lax,winograd2,winograd4")
     ap.add_argument("--kernel", type=int, default=3)
     ap.add_argument("--stride", type=int, default=1)
+    ap.add_argument("--padding", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--loop", type=int, default=0, metavar="STEPS")
     args = ap.parse_args(argv)
     forms = args.forms.split(",")
-    bad = [f for f in forms if f not in _FORMS]
+    bad = [f for f in forms if f not in _FORMS + (("auto",) if args.loop else ())]
     if bad:
         ap.error(f"unknown formulation(s) {bad}; choose from {list(_FORMS)}")
     shapes = []
@@ -73,11 +114,23 @@ def main(argv=None) -> None:
             ap.error(f"shape {s!r} is not NxHxCxO")
         if len(shapes[-1]) != 4:
             ap.error(f"shape {s!r} is not NxHxCxO")
-    print(f"device: {jax.devices()[0].device_kind}; ms forward / input-grad / kernel-grad")
+    if args.loop:
+        if args.stride != 1:
+            ap.error("--loop times stride-1 convs")
+        print(f"device: {jax.devices()[0].device_kind}; ms for the gradient of {args.loop} "
+              "steps: lax.scan / unrolled")
+    else:
+        print(f"device: {jax.devices()[0].device_kind}; ms forward / input-grad / kernel-grad")
     for shape in shapes:
         cells = []
         for form in forms:
-            f, d, w = pass_times(shape, form, args.kernel, args.stride, args.repeats)
+            if args.loop:
+                sc, un = loop_times(shape, form, args.kernel, args.loop, args.repeats,
+                                    args.padding)
+                cells.append(f"{form} {sc:.1f} / {un:.1f}")
+                continue
+            f, d, w = pass_times(shape, form, args.kernel, args.stride, args.repeats,
+                                 args.padding)
             cells.append(f"{form} {f:.1f} / {d:.1f} / {w:.1f}")
         print("x".join(map(str, shape)) + ": " + " | ".join(cells), flush=True)
 

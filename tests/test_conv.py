@@ -386,3 +386,23 @@ def test_flax_conv_equals_nn_conv(monkeypatch, impl):
         got = jax.value_and_grad(functools.partial(loss, ours), argnums=(0, 1))(variables, x)
         want = jax.value_and_grad(functools.partial(loss, ref), argnums=(0, 1))(variables, x)
         chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_conv_passes_script(capsys):
+    """experiments/conv_passes.py times every pass, with explicit padding, and the loop mode."""
+    import importlib.util
+    import os
+    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "experiments",
+                        "conv_passes.py")
+    spec = importlib.util.spec_from_file_location("conv_passes", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.main(["--shapes", "2x10x4x4", "--kernel", "5", "--stride", "2", "--padding", "0",
+              "--forms", "lax,im2col", "--repeats", "1"])
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].startswith("2x10x4x4: lax ") and out[1].count("/") == 4
+    mod.main(["--shapes", "2x6x4x4", "--loop", "2", "--forms", "lax,auto", "--repeats", "1"])
+    out = capsys.readouterr().out.splitlines()
+    assert "lax.scan / unrolled" in out[0] and out[1].count("/") == 2
+    with pytest.raises(SystemExit):
+        mod.main(["--shapes", "2x6x4x4", "--forms", "auto"])  # auto only with --loop
