@@ -239,5 +239,5 @@ def distort_images(images, mode: str, seed: int = 0, chunk: int = 1000, **kwargs
     return np.concatenate(out)
 
 
-__all__ = ["MODES", "check_mode", "distort", "distort_images", "projective", "rotate", "rotate_scale_translate",
-           "translate_clutter"]
+__all__ = ["MODES", "check_mode", "distort", "distort_images", "projective", "rotate",
+           "rotate_scale_translate", "translate_clutter"]

@@ -641,7 +641,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
     if min(n, ho, wo, c, o) <= 0:
         return native()
     geom = _Geometry(n, h, wd, c, kh, kw, o, ho, wo, strides, pads, dilation, groups)
-    plan = impl if isinstance(impl, Plan) else conv_plan(geom, impl, _platform(lhs), _IN_LOOP.get())
+    plan = (impl if isinstance(impl, Plan)
+            else conv_plan(geom, impl, _platform(lhs), _IN_LOOP.get()))
     pet = None if preferred_element_type is None else jnp.dtype(preferred_element_type)
     if not (winograd_applies(geom) and jnp.dtype(lhs.dtype) in _WINOGRAD_DTYPES
             and pet in (None, jnp.dtype(lhs.dtype))):

@@ -36,8 +36,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxvision.layers.conv import Conv, pad
-from jaxvision.registry import CIFAR10_MEAN, CIFAR10_STD, MNIST_MEAN, MNIST_STD, register_model
 from jaxvision.models._pooling import max_pool
+from jaxvision.registry import CIFAR10_MEAN, CIFAR10_STD, MNIST_MEAN, MNIST_STD, register_model
 
 
 class HighwayDense(nn.Module):

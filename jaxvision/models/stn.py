@@ -21,8 +21,8 @@ import jax.numpy as jnp
 
 from jaxvision.layers import Conv, pad
 from jaxvision.layers.spatial_transformer import SpatialTransformer
-from jaxvision.registry import register_model
 from jaxvision.models._pooling import max_pool
+from jaxvision.registry import register_model
 
 
 class LocalisationNet(nn.Module):
