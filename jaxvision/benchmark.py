@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import inspect
 import json
 import math
@@ -309,7 +310,7 @@ def _torch_setup(name: str, batch: int, height: int, width: int, dtype: str,
 # Driver.
 # ----------------------------------------------------------------------------------------
 
-def run(models: Sequence[str], batch_sizes: Sequence[int], resolutions: Sequence[int | None],
+def _run(models: Sequence[str], batch_sizes: Sequence[int], resolutions: Sequence[int | None],
         dtypes: Sequence[str], *, steps: int = 5, warmup: int = 2,
         modes: Sequence[str] = ("train", "infer"), compare: str | None = None,
         conv_impl: str | None = None, log: Callable[[str], None] = print) -> list[dict]:
@@ -383,6 +384,21 @@ def run(models: Sequence[str], batch_sizes: Sequence[int], resolutions: Sequence
                             row[f"{mode}_ratio_vs_torch"] = ours / ref
                     rows.append(row)
     return rows
+
+
+@functools.wraps(_run)
+def run(*args, **kwargs) -> list[dict]:
+    # conv_impl is passed to the models through JAXVISION_CONV_IMPL, which they read when
+    # traced; put the caller's value back afterwards so nothing else in the process changes.
+    from jaxvision.layers.conv_impl import ENV_VAR
+    before = os.environ.get(ENV_VAR)
+    try:
+        return _run(*args, **kwargs)
+    finally:
+        if before is None:
+            os.environ.pop(ENV_VAR, None)
+        else:
+            os.environ[ENV_VAR] = before
 
 
 def _fmt(v) -> str:

@@ -7,7 +7,9 @@ import pytest
 from jaxvision import benchmark
 
 
-def test_csv_has_every_column(tmp_path, capsys):
+def test_csv_has_every_column(tmp_path, capsys, monkeypatch):
+    from jaxvision.layers.conv_impl import ENV_VAR
+    monkeypatch.delenv(ENV_VAR, raising=False)
     out = tmp_path / "bench.csv"
     rows = benchmark.main(["--models", "test_cnn", "--batch-sizes", "2", "--steps", "1",
                            "--warmup", "0", "--conv-impl", "matmul", "--out", str(out)])
@@ -18,6 +20,8 @@ def test_csv_has_every_column(tmp_path, capsys):
     assert len(rows) == len(written) == 1
     row = written[0]
     assert row["model"] == "test_cnn" and row["batch"] == "2" and row["conv_impl"] == "matmul"
+    import os
+    assert ENV_VAR not in os.environ  # --conv-impl applies to the benchmark only
     assert (row["height"], row["width"]) == ("28", "28")  # the model's registered size
     for key in ("train_step_ms", "train_img_s", "train_compile_s", "infer_step_ms",
                 "train_gflop_per_step", "params"):

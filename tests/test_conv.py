@@ -314,9 +314,10 @@ def test_plan_choice():
     assert conv_impl.conv_plan(padded, "auto", "cpu") == lax_only
 
 
-def test_loop_body_moves_gradients_off_the_native_kernel():
+def test_loop_body_moves_gradients_off_the_native_kernel(monkeypatch):
     """Inside ``loop_body()`` the CPU plan computes both gradients without lax's kernel
     (slow inside XLA:CPU loops) and keeps everything else; other backends are unaffected."""
+    monkeypatch.delenv(conv_impl.ENV_VAR, raising=False)
     odefunc = _geometry(6, 64, 64, 3, 1)
     big = _geometry(56, 64, 64, 3, 1)
     assert conv_impl.conv_plan(odefunc, "auto", "cpu") == Plan("lax", "lax", "lax")

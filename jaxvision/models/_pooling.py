@@ -49,7 +49,7 @@ def max_pool(x, window=3, stride=2, padding=0, ceil_mode: bool = False):
     """
     k, s, p = tuple2(window), tuple2(stride), tuple2(padding)
     pads, _ = _pads(x.shape[1:3], k, s, p, ceil_mode)
-    return _max_pool(x, k, s, tuple(pads))
+    return _max_pool(x, k, s, tuple(pads), tuple(x.shape[1:3]))
 
 
 def _reduce_max(x, k, s, pads):
@@ -57,37 +57,55 @@ def _reduce_max(x, k, s, pads):
                                  ((0, 0), *pads, (0, 0)))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
-def _max_pool(x, k, s, pads):
+def _tap_slices(xp, k, s, out_hw):
+    """The k[0]*k[1] strided views of the padded input, one per window position, row-major."""
+    b, _, _, c = xp.shape
+    oh, ow = out_hw
+    span_h, span_w = (oh - 1) * s[0] + 1, (ow - 1) * s[1] + 1
+    return [jax.lax.slice(xp, (0, i, j, 0), (b, i + span_h, j + span_w, c), (1, s[0], s[1], 1))
+            for i in range(k[0]) for j in range(k[1])]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
+def _max_pool(x, k, s, pads, hw):
     return _reduce_max(x, k, s, pads)
 
 
-def _max_pool_fwd(x, k, s, pads):
-    y = _reduce_max(x, k, s, pads)
-    return y, (x, y)
-
-
-def _max_pool_bwd(k, s, pads, res, g):
-    x, y = res
-    b, oh, ow, c = y.shape
+def _max_pool_fwd(x, k, s, pads, hw):
+    # The window's first maximum is located here, from the very values whose maximum is
+    # taken, and kept as an index: comparing the backward pass's copy of ``x`` with ``y``
+    # instead is fragile, because XLA may recompute ``x`` (e.g. a fused BatchNorm + ReLU)
+    # in another fusion whose rounding differs, and then no tap equals the maximum.
     xp = jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=-jnp.inf)
-    hp, wp = xp.shape[1:3]
-    dxp = jnp.zeros(xp.shape, g.dtype)
-    taken = jnp.zeros(y.shape, bool)
+    out_hw = tuple((xp.shape[1 + d] - k[d]) // s[d] + 1 for d in range(2))
+    taps = _tap_slices(xp, k, s, out_hw)
+    y, best, idx = taps[0], taps[0], jnp.zeros(taps[0].shape, jnp.int32)
+    for t, tap in enumerate(taps[1:], start=1):
+        y = jnp.maximum(y, tap)  # propagates NaN like reduce_window
+        better = tap > best      # strict: ties keep the first (row-major) maximum
+        best = jnp.where(better, tap, best)
+        idx = jnp.where(better, t, idx)
+    small = jnp.int8 if len(taps) <= 127 else jnp.int32
+    return y, idx.astype(small)
+
+
+def _max_pool_bwd(k, s, pads, hw, idx, g):
+    b, oh, ow, c = g.shape
+    hp = hw[0] + pads[0][0] + pads[0][1]
+    wp = hw[1] + pads[1][0] + pads[1][1]
+    dxp = jnp.zeros((b, hp, wp, c), g.dtype)
     zero = jnp.zeros((), g.dtype)
     span_h, span_w = (oh - 1) * s[0] + 1, (ow - 1) * s[1] + 1
+    t = 0
     for i in range(k[0]):
         for j in range(k[1]):
-            tap = jax.lax.slice(xp, (0, i, j, 0), (b, i + span_h, j + span_w, c),
-                                (1, s[0], s[1], 1))
-            hit = (tap == y) & ~taken  # the first maximum of the window takes the gradient
-            taken = taken | hit
             # The transpose of the strided slice: interior padding puts each value back.
-            dxp = dxp + jax.lax.pad(jnp.where(hit, g, zero), zero, (
+            dxp = dxp + jax.lax.pad(jnp.where(idx == t, g, zero), zero, (
                 (0, 0, 0), (i, hp - i - span_h, s[0] - 1), (j, wp - j - span_w, s[1] - 1),
                 (0, 0, 0)))
+            t += 1
     (pt, _), (pl, _) = pads
-    return (dxp[:, pt:pt + x.shape[1], pl:pl + x.shape[2]],)
+    return (dxp[:, pt:pt + hw[0], pl:pl + hw[1]],)
 
 
 _max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
