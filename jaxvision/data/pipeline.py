@@ -82,10 +82,10 @@ def load_datasets(ds_cfg, num_classes: int | None = None, input_size=None) -> Da
     if ds_cfg.train_size:
         train = train.take(slice(0, int(ds_cfg.train_size)), "train")
     if ds_cfg.get("distort"):
-        evals = distorted_eval(evals, ds_cfg.distort)
-        if not train.in_memory:
+        if not train.in_memory:  # checked before the held-out images are distorted
             raise DataError(f"dataset.distort={ds_cfg.distort!r} distorts the training images "
                             "on device and needs an in-memory source (bundled, idx, synthetic)")
+        evals = distorted_eval(evals, ds_cfg.distort)
     k = num_classes or train.num_classes
     return Datasets(train=train, eval=evals, num_classes=k)
 

@@ -7,6 +7,7 @@ divisors on NHWC arrays, so converted torch weights produce the same logits.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 
 import jax
@@ -96,14 +97,12 @@ def _max_pool_bwd(k, s, pads, hw, idx, g):
     dxp = jnp.zeros((b, hp, wp, c), g.dtype)
     zero = jnp.zeros((), g.dtype)
     span_h, span_w = (oh - 1) * s[0] + 1, (ow - 1) * s[1] + 1
-    t = 0
-    for i in range(k[0]):
-        for j in range(k[1]):
-            # The transpose of the strided slice: interior padding puts each value back.
-            dxp = dxp + jax.lax.pad(jnp.where(idx == t, g, zero), zero, (
-                (0, 0, 0), (i, hp - i - span_h, s[0] - 1), (j, wp - j - span_w, s[1] - 1),
-                (0, 0, 0)))
-            t += 1
+    # Taps in _tap_slices' row-major order; each one's transpose (interior padding) puts
+    # the gradient of the windows whose maximum it holds back in place.
+    for t, (i, j) in enumerate(itertools.product(range(k[0]), range(k[1]))):
+        dxp = dxp + jax.lax.pad(jnp.where(idx == t, g, zero), zero, (
+            (0, 0, 0), (i, hp - i - span_h, s[0] - 1), (j, wp - j - span_w, s[1] - 1),
+            (0, 0, 0)))
     (pt, _), (pl, _) = pads
     return (dxp[:, pt:pt + hw[0], pl:pl + hw[1]],)
 
