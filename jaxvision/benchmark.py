@@ -21,6 +21,9 @@ data shape, precision (bfloat16 as autocast) and memory format (channels_last), 
 jaxvision's step time as a ratio of PyTorch's (< 1: jaxvision is faster).  Models timm does
 not have use their PyTorch version in :mod:`jaxvision.reference_torch` where there is one
 (the CIFAR Wide ResNets); others, or a missing torch, are reported and skipped.
+On a GPU both run in bfloat16 with float32 weights when asked for ``--dtypes bfloat16``,
+PyTorch with ``cudnn.benchmark`` on, JAX with XLA's autotuning; JAX keeps 45% of the GPU's
+memory (``XLA_PYTHON_CLIENT_MEM_FRACTION``, unless set) so that PyTorch has the rest.
 ``--conv-impl`` sets ``JAXVISION_CONV_IMPL`` (see :mod:`jaxvision.layers.conv_impl`).
 """
 from __future__ import annotations
@@ -274,6 +277,8 @@ def _torch_setup(name: str, batch: int, height: int, width: int, dtype: str,
     import jax
     use_cuda = jax.default_backend() == "gpu" and torch.cuda.is_available()
     dev = torch.device("cuda" if use_cuda else "cpu")
+    if use_cuda:
+        torch.backends.cudnn.benchmark = True  # let cuDNN pick its kernels, as XLA autotunes
     model = model.to(dev, memory_format=torch.channels_last)
     x = torch.randn(batch, channels, height, width, device=dev).to(
         memory_format=torch.channels_last)
@@ -477,6 +482,10 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
             torch.set_num_threads(args.threads)
         except ImportError:
             pass
+    if args.compare == "torch":
+        # Both frameworks share one GPU in this process: by default JAX would reserve 75% of
+        # its memory before PyTorch allocates anything.  Read when JAX's GPU backend starts.
+        os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.45")
     rows = run(_csv_list(args.models), _csv_list(args.batch_sizes, int),
                _csv_list(args.resolutions, int) or [None], _csv_list(args.dtypes),
                steps=args.steps, warmup=args.warmup, modes=_csv_list(args.modes),

@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 
 import jaxvision
-from jaxvision.layers.attention_vit import Attention, _DropPath, explicit_attention
+from jaxvision.layers.attention_vit import (ATTENTION_ENV_VAR, Attention, _DropPath,
+                                           attention_impl, explicit_attention)
 from jaxvision.models.vit import resample_abs_pos_embed, resample_pos_embed
 from jaxvision.utils import param_count, param_shapes, variable_shapes
 
@@ -262,6 +263,60 @@ def test_attention_calls_dot_product_attention_and_matches_softmax(monkeypatch):
     q, k, v = (_randn((2, 5, 3, 8), i) for i in range(3))
     np.testing.assert_allclose(np.asarray(explicit_attention(q, k, v)),
                                np.asarray(real(q, k, v)), atol=1e-5, rtol=1e-5)
+
+
+def test_attention_kernel_choice(monkeypatch):
+    """auto: XLA's attention off GPU or for float32; cuDNN's fused kernel for 16-bit inputs
+    on a GPU of compute capability >= 8.0 with a supported head size; the environment
+    variable overrides, and a typo in it is an error naming the choices."""
+    monkeypatch.delenv(ATTENTION_ENV_VAR, raising=False)
+    bf16 = jnp.zeros((1, 4, 2, 64), jnp.bfloat16)
+    assert attention_impl(bf16) == "xla"  # this machine's backend is the CPU
+
+    class FakeGpu:
+        def __init__(self, capability):
+            self.compute_capability = capability
+
+    for capability, dtype, head_dim, want in [
+            ("9.0", jnp.bfloat16, 64, "cudnn"), ("8.0", jnp.float16, 128, "cudnn"),
+            ("7.0", jnp.bfloat16, 64, "xla"), ("9.0", jnp.float32, 64, "xla"),
+            ("9.0", jnp.bfloat16, 60, "xla"), ("9.0", jnp.bfloat16, 256, "xla")]:
+        monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+        monkeypatch.setattr(jax, "devices", lambda c=capability: [FakeGpu(c)])
+        q = jnp.zeros((1, 4, 2, head_dim), dtype)
+        assert attention_impl(q) == want, (capability, dtype, head_dim)
+    monkeypatch.undo()
+
+    monkeypatch.setenv(ATTENTION_ENV_VAR, "XLA")
+    assert attention_impl(bf16) == "xla"
+    monkeypatch.setenv(ATTENTION_ENV_VAR, "cudnn")
+    assert attention_impl(bf16) == "cudnn"
+    monkeypatch.setenv(ATTENTION_ENV_VAR, "flash")
+    with pytest.raises(ValueError, match="JAXVISION_ATTENTION_IMPL='flash'.*auto, xla, cudnn"):
+        attention_impl(bf16)
+
+
+def test_fused_attention_falls_back_to_xla_only_under_auto(monkeypatch):
+    import jaxvision.layers.attention_vit as av
+    real = jax.nn.dot_product_attention
+    asked = []
+
+    def no_cudnn(q, k, v, implementation=None):
+        asked.append(implementation)
+        if implementation == "cudnn":
+            raise NotImplementedError("unsupported sequence length")
+        return real(q, k, v, implementation=implementation)
+
+    monkeypatch.setattr(jax.nn, "dot_product_attention", no_cudnn)
+    monkeypatch.setattr(av, "attention_impl", lambda q: "cudnn")  # as auto picks on a GPU
+    monkeypatch.delenv(ATTENTION_ENV_VAR, raising=False)
+    q, k, v = (_randn((2, 5, 3, 8), i) for i in range(3))
+    np.testing.assert_allclose(np.asarray(av.fused_attention(q, k, v)),
+                               np.asarray(real(q, k, v)), atol=1e-6)
+    assert asked == ["cudnn", "xla"]
+    monkeypatch.setenv(ATTENTION_ENV_VAR, "cudnn")  # asked for by name: the error stands
+    with pytest.raises(NotImplementedError):
+        av.fused_attention(q, k, v)
 
 
 def test_attention_dropout_only_in_training():

@@ -1,19 +1,26 @@
 """Transformer pieces shared by the Vision Transformer and MLP-Mixer families.
 
 * :class:`Attention`: multi-head self-attention (Vaswani et al., 2017) with a fused
-  ``qkv`` projection laid out like timm's, computed by ``jax.nn.dot_product_attention`` so
-  that backends with a fused attention kernel (cuDNN flash attention on GPU) use it.
+  ``qkv`` projection laid out like timm's, computed by ``jax.nn.dot_product_attention``.
+  That function runs XLA's unfused attention unless told which kernel to use;
+  :func:`attention_impl` asks for cuDNN's fused (flash) attention on GPUs that have it,
+  for bfloat16/float16 inputs, as timm/PyTorch do through ``scaled_dot_product_attention``.
+  ``JAXVISION_ATTENTION_IMPL`` (``auto`` | ``xla`` | ``cudnn``) overrides the choice.
 * :class:`Mlp`: two dense layers with an exact (erf) GELU in between.
 * :class:`_DropPath`: stochastic depth (Huang et al., 2016) on a residual branch.  Kept
   local to these families; the package-wide drop-path layer lives elsewhere.
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+ATTENTION_ENV_VAR = "JAXVISION_ATTENTION_IMPL"
+ATTENTION_IMPLS = ("auto", "xla", "cudnn")
 
 # timm initialises ViT linear layers with trunc_normal_(std=.02) and zero bias.
 dense_init = nn.initializers.truncated_normal(0.02)
@@ -68,7 +75,8 @@ class Attention(nn.Module):
     ``qkv`` is one Dense of width ``3 * C`` whose output splits as ``(3, heads, head_dim)``,
     the layout of timm's fused ``qkv`` Linear, so converted weights need only a transpose.
     The attention itself is ``jax.nn.dot_product_attention`` (scale ``head_dim ** -0.5``),
-    which dispatches to a fused kernel where the backend has one.  Only when attention
+    with the kernel :func:`attention_impl` picks (cuDNN's fused one on recent GPUs for
+    16-bit inputs, XLA's elsewhere).  Only when attention
     dropout is active in training are the weights formed explicitly, since the fused call
     has no dropout on the attention matrix.
     """
@@ -93,10 +101,52 @@ class Attention(nn.Module):
             x = explicit_attention(q, k, v, dropout_rate=self.attn_dropout_rate,
                                    dropout_rng=self.make_rng("dropout"))
         else:
-            x = jax.nn.dot_product_attention(q, k, v)
+            x = fused_attention(q, k, v)
         x = x.reshape(b, n, c)
         x = nn.Dense(c, kernel_init=dense_init, dtype=self.dtype, name="proj")(x)
         return nn.Dropout(self.proj_dropout_rate, deterministic=not train)(x)
+
+
+def attention_impl(q) -> str:
+    """Kernel for ``jax.nn.dot_product_attention`` on queries ``q`` (B, N, heads, head_dim).
+
+    ``JAXVISION_ATTENTION_IMPL`` (read at trace time) forces ``xla`` or ``cudnn``; ``auto``
+    (the default) picks ``cudnn`` where its fused kernel applies -- a CUDA GPU of compute
+    capability 8.0 or newer, bfloat16/float16 inputs, a head size that is a multiple of 8 up
+    to 128 -- and ``xla`` everywhere else (CPU, TPU, float32).
+    """
+    impl = os.environ.get(ATTENTION_ENV_VAR, "auto").strip().lower() or "auto"
+    if impl not in ATTENTION_IMPLS:
+        raise ValueError(f"{ATTENTION_ENV_VAR}={impl!r} is not one of "
+                         f"{', '.join(ATTENTION_IMPLS)}")
+    if impl != "auto":
+        return impl
+    if jax.default_backend() != "gpu":
+        return "xla"
+    if jnp.dtype(q.dtype) not in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
+        return "xla"
+    head_dim = q.shape[-1]
+    if head_dim % 8 or head_dim > 128:
+        return "xla"
+    try:
+        capability = float(getattr(jax.devices()[0], "compute_capability", "0"))
+    except (TypeError, ValueError):
+        capability = 0.0
+    return "cudnn" if capability >= 8.0 else "xla"
+
+
+def fused_attention(q, k, v):
+    """``jax.nn.dot_product_attention`` with the kernel :func:`attention_impl` picks.  When
+    ``auto`` picked cuDNN and JAX finds at trace time that the shapes or the installed cuDNN
+    do not support it, XLA's attention is used instead; an explicit ``cudnn`` is not undone."""
+    impl = attention_impl(q)
+    if impl == "cudnn" and os.environ.get(ATTENTION_ENV_VAR, "auto").strip().lower() in (
+            "", "auto"):
+        try:
+            return jax.nn.dot_product_attention(q, k, v, implementation="cudnn")
+        except (NotImplementedError, RuntimeError):
+            impl = "xla"
+    return jax.nn.dot_product_attention(q, k, v, implementation=impl)
 
 
 def explicit_attention(q, k, v, *, dropout_rate: float = 0.0, dropout_rng=None):
@@ -115,4 +165,4 @@ def explicit_attention(q, k, v, *, dropout_rate: float = 0.0, dropout_rng=None):
     return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
 
 
-__all__ = ["Attention", "Mlp", "explicit_attention", "dense_init"]
+__all__ = ["Attention", "Mlp", "attention_impl", "explicit_attention", "fused_attention", "dense_init"]

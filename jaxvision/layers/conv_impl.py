@@ -88,6 +88,12 @@ class _Geometry(NamedTuple):
     groups: int
 
 
+try:
+    _Tracer = jax.core.Tracer
+except AttributeError:  # moved out of the public jax.core in some releases
+    from jax._src.core import Tracer as _Tracer
+
+
 def requested_impl() -> str:
     """The implementation asked for by ``JAXVISION_CONV_IMPL`` (read now, at trace time)."""
     impl = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
@@ -99,7 +105,7 @@ def requested_impl() -> str:
 def _platform(x) -> str:
     """Platform the convolution will run on: the input's devices where known (a concrete,
     committed array), otherwise the default backend (inside ``jit`` the input is a tracer)."""
-    if isinstance(x, jax.core.Tracer):
+    if isinstance(x, _Tracer):
         # Asking a tracer for its devices raises an error whose message renders the whole
         # traced program: quadratic tracing time in the depth of the network.
         return jax.default_backend()

@@ -30,7 +30,6 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jax.experimental.ode import odeint as _dopri5_odeint
 
 from jaxvision.layers import Conv, pad
 from jaxvision.layers.conv_impl import loop_body
@@ -115,6 +114,10 @@ def odeint_rk4(f: Callable, h0, params, t0: float = 0.0, t1: float = 1.0,
 def odeint_dopri5(f: Callable, h0, params, t0: float = 0.0, t1: float = 1.0,
                   rtol: float = 1e-3, atol: float = 1e-3, mxstep: int = 10_000):
     """``h(t1)`` with adaptive Dormand-Prince; gradients by the adjoint method."""
+    # Imported here: the rest of the package (and the fixed-step solvers) must not depend on
+    # an experimental module.
+    from jax.experimental.ode import odeint as _dopri5_odeint
+
     ts = jnp.array([t0, t1], jnp.float32)
     return _dopri5_odeint(f, h0, ts, params, rtol=rtol, atol=atol, mxstep=mxstep)[-1]
 
