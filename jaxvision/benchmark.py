@@ -10,11 +10,16 @@ on the device and measures:
   ``batch_stats`` updated, jitted with the state donated; median of ``--steps`` timed steps
   after ``--warmup`` untimed ones;
 * inference (``train=False``) the same way;
-* compile time, FLOPs per step from XLA's cost analysis of the compiled program, achieved
-  TFLOP/s and MFU where the device's peak is known, XLA's temporary-buffer size and the
-  device's peak memory where the backend reports it.  XLA counts the operations the
-  compiled program performs: where :mod:`jaxvision.layers.conv_impl` computes a convolution
-  by Winograd's algorithm (on CPU) that is fewer than the model's nominal FLOPs.
+* compile time, the model's FLOPs per step, achieved TFLOP/s and MFU (model FLOPs
+  utilisation) where the device's peak is known, XLA's temporary-buffer size and the
+  device's peak memory where the backend reports it.  The FLOPs are XLA's cost analysis of
+  the step *lowered* (not compiled) with plain convolutions and XLA's attention, so they are
+  the same on every backend: the compiled program's own count leaves out work done in
+  library calls (cuDNN convolutions and cuBLAS matrix products on GPU are custom calls; it
+  reported 101 GFLOP for a ResNet-50 train step at batch 256 instead of ~6,300) and, on
+  CPU, counts the smaller work of Winograd convolutions (:mod:`jaxvision.layers.conv_impl`).
+  XLA leaves out the products of a kernel with zero padding, so its count is a little under
+  fvcore-style counts (ResNet-50: 7.98 GFLOP per image forward against 8.2).
 
 ``--compare torch`` times the same timm model with PyTorch in the same process on the same
 data shape, precision (bfloat16 as autocast) and memory format (channels_last), and reports
@@ -97,10 +102,10 @@ def _time_steps(fns: Sequence[Callable[[], Any]], warmup: int, steps: int) -> li
     return [statistics.median(ts) for ts in times]
 
 
-def _flops(compiled) -> float | None:
-    """FLOPs of one call of a compiled XLA program, from its cost analysis."""
+def _flops(program) -> float | None:
+    """FLOPs of one call of a lowered or compiled XLA program, from its cost analysis."""
     try:
-        cost = compiled.cost_analysis()
+        cost = program.cost_analysis()
     except Exception:  # noqa: BLE001 - some backends do not implement it.
         return None
     if isinstance(cost, (list, tuple)):
@@ -109,6 +114,38 @@ def _flops(compiled) -> float | None:
         return None
     flops = float(cost["flops"])
     return flops if flops > 0 else None
+
+
+def model_flops(fn: Callable, *args) -> float | None:
+    """Nominal FLOPs of one call of ``fn(*args)``: XLA's cost analysis of the program lowered
+    with ``lax.conv_general_dilated`` for every convolution and XLA's attention, before any
+    backend rewrites it (see the module docstring).  Only traced and lowered, not compiled;
+    ``args`` may be arrays or ``jax.ShapeDtypeStruct``s.
+    """
+    import jax
+
+    from jaxvision.layers.attention_vit import ATTENTION_ENV_VAR
+    from jaxvision.layers.conv_impl import ENV_VAR
+
+    # Lowered for the CPU from shapes alone: XLA's pre-compilation cost analysis is not
+    # implemented for backends reached through PJRT plugins (CUDA among them), and the CPU
+    # always exists.  The program is the same as the device's (plain convolutions, XLA
+    # attention), so are its FLOPs.
+    cpu = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
+    abstract = jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=cpu), args)
+    saved = {k: os.environ.get(k) for k in (ENV_VAR, ATTENTION_ENV_VAR)}
+    os.environ[ENV_VAR], os.environ[ATTENTION_ENV_VAR] = "lax", "xla"
+    try:
+        # A new function object, so that no trace made under other settings is reused.
+        lowered = jax.jit(lambda *a: fn(*a)).lower(*abstract)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return _flops(lowered)
 
 
 def _temp_mb(compiled) -> float | None:
@@ -143,6 +180,65 @@ def peak_tflops(device_kind: str, dtype: str) -> float | None:
 # jaxvision.
 # ----------------------------------------------------------------------------------------
 
+def _steps(model, num_classes: int):
+    """The benchmarked programs: ``train_step((params, batch_stats, opt_state), x, y, key)``
+    (forward, backward, SGD with momentum, BatchNorm statistics updated) and
+    ``infer(variables, x)``, with the optax transformation the train step uses."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    takes_targets = "targets" in inspect.signature(model.__call__).parameters
+    tx = optax.sgd(0.1, momentum=0.9)
+
+    def train_step(state, x, y, key):
+        params, batch_stats, opt_state = state
+
+        def loss_fn(params):
+            kw = {"targets": jax.nn.one_hot(y, num_classes)} if takes_targets else {}
+            logits, new_vars = model.apply(
+                {"params": params, "batch_stats": batch_stats}, x, train=True,
+                mutable=["batch_stats", "losses"], rngs={"dropout": key}, **kw)
+            loss = optax.softmax_cross_entropy_with_integer_labels(
+                logits.astype(jnp.float32), y).mean()
+            # Auxiliary losses models sow (already weighted) join the main loss.
+            loss += sum(jnp.sum(v) for v in jax.tree.leaves(new_vars.get("losses", {})))
+            return loss, new_vars.get("batch_stats", batch_stats)
+
+        (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), new_stats, opt_state), loss
+
+    def infer(variables, x):
+        return model.apply(variables, x, train=False)
+
+    return train_step, infer, tx
+
+
+def step_flops(name: str, batch: int, height: int, width: int,
+               dtype: str = "float32") -> dict[str, float | None]:
+    """Nominal FLOPs of the benchmark's train step and inference for one configuration, from
+    shapes alone (nothing is initialised or compiled): ``{"train": ..., "infer": ...}``.
+    Lets FLOPs and MFU be derived for step times measured elsewhere."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxvision.registry import create_model, model_cfg
+
+    cfg = model_cfg(name)
+    model = create_model(name, dtype=jnp.dtype(dtype))
+    train_step, infer, tx = _steps(model, cfg["num_classes"])
+    x = jax.ShapeDtypeStruct((batch, height, width, cfg["input_size"][2]), jnp.float32)
+    y = jax.ShapeDtypeStruct((batch,), jnp.int32)
+    key = jax.eval_shape(lambda: jax.random.key(0))
+    variables = jax.eval_shape(lambda k, x: model.init(k, x, train=False), key, x)
+    params, stats = variables["params"], variables.get("batch_stats", {})
+    state = (params, stats, jax.eval_shape(tx.init, params))
+    inputs = {k: v for k, v in variables.items() if k in ("params", "batch_stats")}
+    return {"train": model_flops(train_step, state, x, y, key),
+            "infer": model_flops(infer, inputs, x)}
+
+
 def _jax_setup(name: str, batch: int, height: int, width: int, dtype: str,
                modes: Sequence[str]) -> tuple[dict, dict]:
     """Compile the train step and inference of a model on synthetic on-device data.
@@ -174,14 +270,12 @@ def _jax_setup(name: str, batch: int, height: int, width: int, dtype: str,
     variables = jax.tree.map(jnp.copy, {k: v for k, v in variables.items()
                                         if k in ("params", "batch_stats")})
 
-    takes_targets = "targets" in inspect.signature(model.__call__).parameters
-    tx = optax.sgd(0.1, momentum=0.9)
+    train_step, infer, tx = _steps(model, num_classes)
     peak = peak_tflops(getattr(device, "device_kind", ""), dtype)
 
     runners = {}
 
-    def recorder(prefix: str, compiled, compile_s: float):
-        flops = _flops(compiled)
+    def recorder(prefix: str, flops: float | None, compile_s: float):
         row[f"{prefix}_compile_s"] = compile_s
         if flops is not None:
             row[f"{prefix}_gflop_per_step"] = flops / 1e9
@@ -196,24 +290,6 @@ def _jax_setup(name: str, batch: int, height: int, width: int, dtype: str,
         return record
 
     if "train" in modes:
-        def train_step(state, x, y, key):
-            params, batch_stats, opt_state = state
-
-            def loss_fn(params):
-                kw = {"targets": jax.nn.one_hot(y, num_classes)} if takes_targets else {}
-                logits, new_vars = model.apply(
-                    {"params": params, "batch_stats": batch_stats}, x, train=True,
-                    mutable=["batch_stats", "losses"], rngs={"dropout": key}, **kw)
-                loss = optax.softmax_cross_entropy_with_integer_labels(
-                    logits.astype(jnp.float32), y).mean()
-                # Auxiliary losses models sow (already weighted) join the main loss.
-                loss += sum(jnp.sum(v) for v in jax.tree.leaves(new_vars.get("losses", {})))
-                return loss, new_vars.get("batch_stats", batch_stats)
-
-            (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-            updates, opt_state = tx.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), new_stats, opt_state), loss
-
         state = (params, batch_stats, tx.init(params))
         t0 = time.perf_counter()
         compiled = jax.jit(train_step, donate_argnums=0).lower(
@@ -226,17 +302,16 @@ def _jax_setup(name: str, batch: int, height: int, width: int, dtype: str,
             holder[0], loss = compiled(holder[0], images, labels, k_drop)
             loss.block_until_ready()
 
-        runners["train"] = (run_train, recorder("train", compiled, compile_s))
+        flops = model_flops(train_step, state, images, labels, k_drop)
+        runners["train"] = (run_train, recorder("train", flops, compile_s))
 
     if "infer" in modes:
-        def infer(variables, x):
-            return model.apply(variables, x, train=False)
-
         t0 = time.perf_counter()
         compiled = jax.jit(infer).lower(variables, images).compile()
         compile_s = time.perf_counter() - t0
         runners["infer"] = (lambda c=compiled: c(variables, images).block_until_ready(),
-                            recorder("infer", compiled, compile_s))
+                            recorder("infer", model_flops(infer, variables, images),
+                                     compile_s))
 
     row["backend"] = jax.default_backend()
     row["device"] = getattr(device, "device_kind", str(device))
@@ -482,15 +557,21 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
             torch.set_num_threads(args.threads)
         except ImportError:
             pass
-    if args.compare == "torch":
+    mem_var = "XLA_PYTHON_CLIENT_MEM_FRACTION"
+    set_mem = args.compare == "torch" and mem_var not in os.environ
+    if set_mem:
         # Both frameworks share one GPU in this process: by default JAX would reserve 75% of
         # its memory before PyTorch allocates anything.  Read when JAX's GPU backend starts.
-        os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.45")
-    rows = run(_csv_list(args.models), _csv_list(args.batch_sizes, int),
-               _csv_list(args.resolutions, int) or [None], _csv_list(args.dtypes),
-               steps=args.steps, warmup=args.warmup, modes=_csv_list(args.modes),
-               compare=args.compare, conv_impl=args.conv_impl,
-               log=lambda s: print(s, file=sys.stderr, flush=True))
+        os.environ[mem_var] = "0.45"
+    try:
+        rows = run(_csv_list(args.models), _csv_list(args.batch_sizes, int),
+                   _csv_list(args.resolutions, int) or [None], _csv_list(args.dtypes),
+                   steps=args.steps, warmup=args.warmup, modes=_csv_list(args.modes),
+                   compare=args.compare, conv_impl=args.conv_impl,
+                   log=lambda s: print(s, file=sys.stderr, flush=True))
+    finally:
+        if set_mem:
+            os.environ.pop(mem_var, None)
     print(format_table(rows))
     if args.out:
         write_rows(rows, args.out)

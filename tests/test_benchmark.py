@@ -29,6 +29,10 @@ def test_csv_has_every_column(tmp_path, capsys, monkeypatch):
     assert float(row["train_img_s"]) == pytest.approx(2e3 / float(row["train_step_ms"]))
     # The train step does more work than inference (backward + update).
     assert float(row["train_gflop_per_step"]) > float(row["infer_gflop_per_step"])
+    # The same counts from shapes alone (for step times measured elsewhere).
+    flops = benchmark.step_flops("test_cnn", 2, 28, 28)
+    assert float(row["train_gflop_per_step"]) == pytest.approx(flops["train"] / 1e9, rel=1e-6)
+    assert float(row["infer_gflop_per_step"]) == pytest.approx(flops["infer"] / 1e9, rel=1e-6)
     table = capsys.readouterr().out
     for header in ("test_cnn", "train ms", "train img/s", "compile s", "train GFLOP"):
         assert header in table, header
@@ -45,6 +49,27 @@ def test_json_and_torch_comparison(tmp_path):
     assert row["height"] == 16 and row["train_step_ms"] is None
     assert row["infer_step_ms"] > 0
     assert row["torch_infer_step_ms"] is None and row["note"]
+
+
+def test_model_flops_are_nominal_whatever_the_conv_implementation(monkeypatch):
+    """The FLOPs reported are the model's own (2 per multiply-add of each convolution),
+    however the convolution is computed, and the caller's settings are left as they were."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxvision.layers import Conv
+    from jaxvision.layers.conv_impl import ENV_VAR
+
+    # Unpadded: XLA does not count products with the zero padding (fvcore-style counters do).
+    conv = Conv(16, (3, 3), strides=2, padding=0, use_bias=False)
+    x = jnp.ones((4, 13, 13, 8))
+    params = conv.init(jax.random.key(0), x)
+    nominal = 2 * 4 * 6 * 6 * 16 * (3 * 3 * 8)  # batch * out map * out channels * fan-in
+    for impl in ("lax", "matmul"):
+        monkeypatch.setenv(ENV_VAR, impl)
+        flops = benchmark.model_flops(lambda p, x: conv.apply(p, x), params, x)
+        assert flops == pytest.approx(nominal, rel=0.01), impl
+        assert benchmark.os.environ[ENV_VAR] == impl
 
 
 def test_bad_arguments():

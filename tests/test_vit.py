@@ -301,7 +301,7 @@ def test_fused_attention_falls_back_to_xla_only_under_auto(monkeypatch):
     real = jax.nn.dot_product_attention
     asked = []
 
-    def no_cudnn(q, k, v, implementation=None):
+    def no_cudnn(q, k, v, implementation=None, **kw):
         asked.append(implementation)
         if implementation == "cudnn":
             raise NotImplementedError("unsupported sequence length")
@@ -313,10 +313,40 @@ def test_fused_attention_falls_back_to_xla_only_under_auto(monkeypatch):
     q, k, v = (_randn((2, 5, 3, 8), i) for i in range(3))
     np.testing.assert_allclose(np.asarray(av.fused_attention(q, k, v)),
                                np.asarray(real(q, k, v)), atol=1e-6)
-    assert asked == ["cudnn", "xla"]
+    assert asked == ["cudnn", "cudnn", "xla"]  # odd token count: a padded try, then XLA
     monkeypatch.setenv(ATTENTION_ENV_VAR, "cudnn")  # asked for by name: the error stands
     with pytest.raises(NotImplementedError):
         av.fused_attention(q, k, v)
+
+
+def test_cudnn_attention_pads_an_odd_token_count(monkeypatch):
+    """A kernel that refuses odd sequence lengths gets one padded, masked token; values and
+    gradients equal unpadded attention's.  (XLA's attention stands in for cuDNN's here.)"""
+    import jaxvision.layers.attention_vit as av
+    real = jax.nn.dot_product_attention
+    seen = []
+
+    def even_only(q, k, v, implementation=None, **kw):
+        assert implementation == "cudnn"
+        seen.append((q.shape[1], "key_value_seq_lengths" in kw))
+        if q.shape[1] % 2:
+            raise NotImplementedError(f"Unsupported sequence length Q {q.shape[1]}")
+        return real(q, k, v, implementation="xla", **kw)
+
+    q, k, v = (_randn((2, 7, 3, 8), i) for i in range(3))
+    ct = _randn((2, 7, 3, 8), 5)
+
+    def loss(attn, q, k, v):
+        return jnp.sum(attn(q, k, v) * ct)
+
+    want = jax.value_and_grad(lambda *a: loss(real, *a), argnums=(0, 1, 2))(q, k, v)
+    monkeypatch.setattr(jax.nn, "dot_product_attention", even_only)
+    got = jax.value_and_grad(lambda *a: loss(av._cudnn_attention, *a), argnums=(0, 1, 2))(
+        q, k, v)
+    assert seen == [(7, False), (8, True)]
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
+    for g, w in zip(got[1], want[1]):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), atol=1e-5, rtol=1e-5)
 
 
 def test_attention_dropout_only_in_training():

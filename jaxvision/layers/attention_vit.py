@@ -135,18 +135,37 @@ def attention_impl(q) -> str:
     return "cudnn" if capability >= 8.0 else "xla"
 
 
+def _cudnn_attention(q, k, v):
+    """cuDNN's fused attention.  Its training kernels refuse an odd number of tokens (ViT's
+    197 = 196 patches + class token); then the token axis is padded by one and the padded
+    key is masked out through the sequence lengths, which leaves the result unchanged."""
+    n = q.shape[1]
+    try:
+        return jax.nn.dot_product_attention(q, k, v, implementation="cudnn")
+    except NotImplementedError:
+        if n % 2 == 0:
+            raise
+    pad = ((0, 0), (0, 1), (0, 0), (0, 0))
+    lengths = jnp.full((q.shape[0],), n, jnp.int32)
+    out = jax.nn.dot_product_attention(
+        jnp.pad(q, pad), jnp.pad(k, pad), jnp.pad(v, pad), implementation="cudnn",
+        query_seq_lengths=lengths, key_value_seq_lengths=lengths)
+    return out[:, :n]
+
+
 def fused_attention(q, k, v):
     """``jax.nn.dot_product_attention`` with the kernel :func:`attention_impl` picks.  When
     ``auto`` picked cuDNN and JAX finds at trace time that the shapes or the installed cuDNN
     do not support it, XLA's attention is used instead; an explicit ``cudnn`` is not undone."""
     impl = attention_impl(q)
-    if impl == "cudnn" and os.environ.get(ATTENTION_ENV_VAR, "auto").strip().lower() in (
-            "", "auto"):
-        try:
-            return jax.nn.dot_product_attention(q, k, v, implementation="cudnn")
-        except (NotImplementedError, RuntimeError):
-            impl = "xla"
-    return jax.nn.dot_product_attention(q, k, v, implementation=impl)
+    if impl != "cudnn":
+        return jax.nn.dot_product_attention(q, k, v, implementation=impl)
+    if os.environ.get(ATTENTION_ENV_VAR, "auto").strip().lower() not in ("", "auto"):
+        return _cudnn_attention(q, k, v)
+    try:
+        return _cudnn_attention(q, k, v)
+    except (NotImplementedError, RuntimeError):
+        return jax.nn.dot_product_attention(q, k, v, implementation="xla")
 
 
 def explicit_attention(q, k, v, *, dropout_rate: float = 0.0, dropout_rng=None):
