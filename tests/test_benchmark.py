@@ -72,6 +72,39 @@ def test_model_flops_are_nominal_whatever_the_conv_implementation(monkeypatch):
         assert benchmark.os.environ[ENV_VAR] == impl
 
 
+def test_recount_script_fills_flops_and_mfu(tmp_path, capsys):
+    """experiments/recount_flops.py recomputes the FLOP columns of a benchmark CSV from shapes,
+    and the MFU from the row's step time and its device's peak."""
+    import importlib.util
+    import os
+    path = os.path.join(os.path.dirname(__file__), os.pardir, "experiments", "recount_flops.py")
+    spec = importlib.util.spec_from_file_location("recount_flops", path)
+    recount = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recount)
+
+    out = tmp_path / "bench.csv"
+    (row,) = benchmark.main(["--models", "test_cnn", "--batch-sizes", "2", "--steps", "1",
+                             "--warmup", "0", "--out", str(out)])
+    # As if measured on an H100 by a version that got the FLOPs wrong.
+    row.update(device="NVIDIA H100 80GB HBM3", train_gflop_per_step=None, train_mfu=None,
+               infer_gflop_per_step=1e6, infer_tflop_s=None, infer_mfu=None)
+    benchmark.write_rows([row], str(out))
+    (new,) = recount.main([str(out), "--write"])
+    flops = benchmark.step_flops("test_cnn", 2, 28, 28)
+    step_s = row["train_step_ms"] / 1e3
+    assert new["train_gflop_per_step"] == pytest.approx(flops["train"] / 1e9)
+    assert new["train_mfu"] == pytest.approx(flops["train"] / step_s / 494.5e12)
+    assert new["infer_gflop_per_step"] == pytest.approx(flops["infer"] / 1e9)
+    with open(out, newline="") as f:
+        (written,) = csv.DictReader(f)
+    assert float(written["train_mfu"]) == pytest.approx(new["train_mfu"])
+    assert "test_cnn" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="not a benchmark CSV"):
+        bad = tmp_path / "other.csv"
+        bad.write_text("a,b\n1,2\n")
+        recount.main([str(bad)])
+
+
 def test_bad_arguments():
     with pytest.raises(KeyError, match="no_such_model"):
         benchmark.run(["no_such_model"], [2], [None], ["float32"])
