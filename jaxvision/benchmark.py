@@ -133,7 +133,8 @@ def model_flops(fn: Callable, *args) -> float | None:
     # attention), so are its FLOPs.
     cpu = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
     abstract = jax.tree.map(
-        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=cpu), args)
+        lambda a: (jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=cpu)
+                   if hasattr(a, "shape") and hasattr(a, "dtype") else a), args)
     saved = {k: os.environ.get(k) for k in (ENV_VAR, ATTENTION_ENV_VAR)}
     os.environ[ENV_VAR], os.environ[ATTENTION_ENV_VAR] = "lax", "xla"
     try:
