@@ -16,7 +16,7 @@ on the device and measures:
   the step *lowered* (not compiled) with plain convolutions and XLA's attention, so they are
   the same on every backend: the compiled program's own count leaves out work done in
   library calls (cuDNN convolutions and cuBLAS matrix products on GPU are custom calls; it
-  reported 101 GFLOP for a ResNet-50 train step at batch 256 instead of ~6,300) and, on
+  reported 101 GFLOP for a ResNet-50 train step at batch 256 instead of 6,082) and, on
   CPU, counts the smaller work of Winograd convolutions (:mod:`jaxvision.layers.conv_impl`).
   XLA leaves out the products of a kernel with zero padding, so its count is a little under
   fvcore-style counts (ResNet-50: 7.98 GFLOP per image forward against 8.2).

@@ -184,4 +184,5 @@ def explicit_attention(q, k, v, *, dropout_rate: float = 0.0, dropout_rng=None):
     return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
 
 
-__all__ = ["Attention", "Mlp", "attention_impl", "explicit_attention", "fused_attention", "dense_init"]
+__all__ = ["Attention", "Mlp", "attention_impl", "explicit_attention", "fused_attention",
+           "dense_init"]
