@@ -258,6 +258,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
         from jaxvision.layers.maxnorm import project_max_norm
         max_norm_fn = lambda p: project_max_norm(p, config.max_norm)  # noqa: E731
 
+    prefetch = config.dataset.prefetch
+    if not isinstance(prefetch, int) or isinstance(prefetch, bool) or prefetch < 0:
+        raise ValueError(f"dataset.prefetch must be a whole number >= 0, got {prefetch!r}")
+
     # ---- mesh ---------------------------------------------------------------------------
     mesh = sharding.make_mesh()
     batch = config.batch_size
@@ -383,6 +387,17 @@ def train_and_evaluate(config, workdir: str) -> dict:
         ckpt.save(mngr, step, state, meta(step), force=force)
 
     # ---- loop ---------------------------------------------------------------------------
+    in_flight: dict[int, tuple] = {}
+
+    def next_batch(step):
+        """The batch of ``step``, with those of the next ``prefetch`` steps already on their
+        way to the devices (transfers are asynchronous: they overlap the running step).
+        Batches are a function of the step number, so this changes nothing but timing."""
+        for s in range(step, min(step + 1 + prefetch, total_steps)):
+            if s not in in_flight:
+                in_flight[s] = get_batch(s)
+        return in_flight.pop(step)
+
     eval_every = config.eval_every_steps or steps_per_epoch
     ckpt_every = config.checkpoint_every_steps or steps_per_epoch
     preempt = _install_sigterm()
@@ -401,7 +416,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                     mngr.wait_until_finished()
                 log(f"Preempted: checkpoint written at step {step}; rerun to resume.")
                 raise Preempted(step)
-            images, labels = get_batch(step)
+            images, labels = next_batch(step)
             state, metrics = train_step(state, images, labels)
             pending.append((step + 1, metrics))
             imgs_since += batch

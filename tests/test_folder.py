@@ -659,3 +659,52 @@ def test_end_to_end_validation_folder_and_model_input_size(tmp_path):
     img, label = ds.eval.source[0]
     assert img.shape == (6, 6, 1)
     np.testing.assert_allclose(int(img[3, 3, 0]), luma(colour(label)), atol=1)
+
+
+def test_streamed_training_is_identical_with_and_without_device_prefetch(tmp_path, monkeypatch):
+    """dataset.prefetch puts later steps' batches on the devices early; the batches, and so
+    the run, are the same as without it.  A bad value is refused before anything is made."""
+    from jaxvision import train
+    from tests.helpers import read_metrics
+
+    make_folder(tmp_path / "data", {"a": 12, "b": 12, "c": 12}, h=30, w=30)
+    fetched = []
+    real = train.pipeline.HostLoader.__call__
+
+    def spy(self, step):
+        fetched.append(step)
+        return real(self, step)
+
+    monkeypatch.setattr(train.pipeline.HostLoader, "__call__", spy)
+    fetched_by_first_log = []
+    real_flush = train._flush_train_logs
+
+    def flush_spy(*args):
+        if not fetched_by_first_log:
+            fetched_by_first_log.append(len(fetched))
+        return real_flush(*args)
+
+    monkeypatch.setattr(train, "_flush_train_logs", flush_spy)
+
+    def run(prefetch, workdir):
+        cfg = folder_config(tmp_path / "data", image_size=(28, 28), channels=1,
+                            prefetch=prefetch)
+        cfg.model, cfg.batch_size, cfg.num_train_steps = "test_cnn", 8, 5
+        cfg.log_every_steps, cfg.eval_every_steps, cfg.checkpoint_every_steps = 1, 5, 5
+        cfg.async_checkpoint = False
+        fetched.clear()
+        fetched_by_first_log.clear()
+        train.train_and_evaluate(cfg, str(workdir))
+        losses = [m["train_loss"] for m in read_metrics(workdir) if "train_loss" in m]
+        return losses, list(fetched), fetched_by_first_log[0]
+
+    plain, order_plain, early_plain = run(0, tmp_path / "p0")
+    ahead, order_ahead, early_ahead = run(3, tmp_path / "p3")
+    assert len(plain) == 5 and plain == ahead
+    assert order_plain == order_ahead == [0, 1, 2, 3, 4]  # each step fetched once, in order
+    # By the time step 0 is logged, prefetch=3 has fetched the batches of steps 0..3.
+    assert (early_plain, early_ahead) == (1, 4)
+
+    with pytest.raises(ValueError, match="dataset.prefetch must be a whole number >= 0"):
+        run(-1, tmp_path / "bad")
+    assert not (tmp_path / "bad" / "metrics.jsonl").exists()
