@@ -34,6 +34,7 @@ memory (``XLA_PYTHON_CLIENT_MEM_FRACTION``, unless set) so that PyTorch has the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import functools
 import inspect
@@ -78,6 +79,20 @@ _TABLE_COLUMNS = [
 # ----------------------------------------------------------------------------------------
 # Helpers.
 # ----------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _restored_environ(*names: str):
+    """Whatever the body does to these environment variables is undone on exit."""
+    saved = {k: os.environ.get(k) for k in names}
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
 
 def _csv_list(s: str, cast: Callable = str) -> list:
     return [cast(v.strip()) for v in s.split(",") if v.strip()]
@@ -135,17 +150,10 @@ def model_flops(fn: Callable, *args) -> float | None:
     abstract = jax.tree.map(
         lambda a: (jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=cpu)
                    if hasattr(a, "shape") and hasattr(a, "dtype") else a), args)
-    saved = {k: os.environ.get(k) for k in (ENV_VAR, ATTENTION_ENV_VAR)}
-    os.environ[ENV_VAR], os.environ[ATTENTION_ENV_VAR] = "lax", "xla"
-    try:
+    with _restored_environ(ENV_VAR, ATTENTION_ENV_VAR):
+        os.environ[ENV_VAR], os.environ[ATTENTION_ENV_VAR] = "lax", "xla"
         # A new function object, so that no trace made under other settings is reused.
         lowered = jax.jit(lambda *a: fn(*a)).lower(*abstract)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     return _flops(lowered)
 
 
@@ -472,14 +480,8 @@ def run(*args, **kwargs) -> list[dict]:
     # conv_impl is passed to the models through JAXVISION_CONV_IMPL, which they read when
     # traced; put the caller's value back afterwards so nothing else in the process changes.
     from jaxvision.layers.conv_impl import ENV_VAR
-    before = os.environ.get(ENV_VAR)
-    try:
+    with _restored_environ(ENV_VAR):
         return _run(*args, **kwargs)
-    finally:
-        if before is None:
-            os.environ.pop(ENV_VAR, None)
-        else:
-            os.environ[ENV_VAR] = before
 
 
 def _fmt(v) -> str:
@@ -559,20 +561,17 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         except ImportError:
             pass
     mem_var = "XLA_PYTHON_CLIENT_MEM_FRACTION"
-    set_mem = args.compare == "torch" and mem_var not in os.environ
-    if set_mem:
-        # Both frameworks share one GPU in this process: by default JAX would reserve 75% of
-        # its memory before PyTorch allocates anything.  Read when JAX's GPU backend starts.
-        os.environ[mem_var] = "0.45"
-    try:
+    with _restored_environ(mem_var):
+        if args.compare == "torch":
+            # Both frameworks share one GPU in this process: by default JAX would reserve 75%
+            # of its memory before PyTorch allocates anything.  Read when JAX's GPU backend
+            # starts.
+            os.environ.setdefault(mem_var, "0.45")
         rows = run(_csv_list(args.models), _csv_list(args.batch_sizes, int),
                    _csv_list(args.resolutions, int) or [None], _csv_list(args.dtypes),
                    steps=args.steps, warmup=args.warmup, modes=_csv_list(args.modes),
                    compare=args.compare, conv_impl=args.conv_impl,
                    log=lambda s: print(s, file=sys.stderr, flush=True))
-    finally:
-        if set_mem:
-            os.environ.pop(mem_var, None)
     print(format_table(rows))
     if args.out:
         write_rows(rows, args.out)

@@ -107,6 +107,15 @@ class Attention(nn.Module):
         return nn.Dropout(self.proj_dropout_rate, deterministic=not train)(x)
 
 
+def requested_attention_impl() -> str:
+    """The kernel asked for by ``JAXVISION_ATTENTION_IMPL`` (read now, at trace time)."""
+    impl = os.environ.get(ATTENTION_ENV_VAR, "auto").strip().lower() or "auto"
+    if impl not in ATTENTION_IMPLS:
+        raise ValueError(f"{ATTENTION_ENV_VAR}={impl!r} is not one of "
+                         f"{', '.join(ATTENTION_IMPLS)}")
+    return impl
+
+
 def attention_impl(q) -> str:
     """Kernel for ``jax.nn.dot_product_attention`` on queries ``q`` (B, N, heads, head_dim).
 
@@ -115,10 +124,7 @@ def attention_impl(q) -> str:
     capability 8.0 or newer, bfloat16/float16 inputs, a head size that is a multiple of 8 up
     to 128 -- and ``xla`` everywhere else (CPU, TPU, float32).
     """
-    impl = os.environ.get(ATTENTION_ENV_VAR, "auto").strip().lower() or "auto"
-    if impl not in ATTENTION_IMPLS:
-        raise ValueError(f"{ATTENTION_ENV_VAR}={impl!r} is not one of "
-                         f"{', '.join(ATTENTION_IMPLS)}")
+    impl = requested_attention_impl()
     if impl != "auto":
         return impl
     if jax.default_backend() != "gpu":
@@ -160,7 +166,7 @@ def fused_attention(q, k, v):
     impl = attention_impl(q)
     if impl != "cudnn":
         return jax.nn.dot_product_attention(q, k, v, implementation=impl)
-    if os.environ.get(ATTENTION_ENV_VAR, "auto").strip().lower() not in ("", "auto"):
+    if requested_attention_impl() != "auto":
         return _cudnn_attention(q, k, v)
     try:
         return _cudnn_attention(q, k, v)
@@ -185,4 +191,4 @@ def explicit_attention(q, k, v, *, dropout_rate: float = 0.0, dropout_rng=None):
 
 
 __all__ = ["Attention", "Mlp", "attention_impl", "explicit_attention", "fused_attention",
-           "dense_init"]
+           "requested_attention_impl", "dense_init"]
