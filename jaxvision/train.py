@@ -232,6 +232,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
     """Train ``config.model`` on ``config.dataset``; returns the final eval metrics."""
     # ---- setup: validate everything before compiling anything -------------------------
     config_lib.validate_keys(config)
+    prefetch = config.dataset.prefetch
+    if not isinstance(prefetch, int) or isinstance(prefetch, bool) or prefetch < 0:
+        raise ValueError(f"dataset.prefetch must be a whole number >= 0, got {prefetch!r}")
     os.makedirs(workdir, exist_ok=True)
     mcfg = model_cfg(config.model)
     input_size = mcfg["input_size"]
@@ -257,10 +260,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
     if config.max_norm:
         from jaxvision.layers.maxnorm import project_max_norm
         max_norm_fn = lambda p: project_max_norm(p, config.max_norm)  # noqa: E731
-
-    prefetch = config.dataset.prefetch
-    if not isinstance(prefetch, int) or isinstance(prefetch, bool) or prefetch < 0:
-        raise ValueError(f"dataset.prefetch must be a whole number >= 0, got {prefetch!r}")
 
     # ---- mesh ---------------------------------------------------------------------------
     mesh = sharding.make_mesh()
