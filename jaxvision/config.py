@@ -33,7 +33,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.dataset.mean = ()                # () : the model's model_cfg mean/std
     c.dataset.std = ()
     c.dataset.workers = 8              # host threads decoding streamed examples
-    c.dataset.prefetch = 2             # batches sent to the devices ahead of their step
+    c.dataset.prefetch = 2             # streamed data: batches sent to the devices early
     c.dataset.distort = ""             # '' | R | RTS | P | TC: distorted MNIST (Jaderberg et
     #   al., 2015): training images distorted afresh every step on device, eval images once
     #   with a fixed key (the same held-out set in every run); see jaxvision/data/distort.py

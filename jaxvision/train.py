@@ -387,12 +387,15 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
     # ---- loop ---------------------------------------------------------------------------
     in_flight: dict[int, tuple] = {}
+    # In-memory batches are gathered on the devices: there is no copy to overlap, and
+    # dispatching gathers early only puts more programs in flight beside the step's.
+    ahead = 0 if data.train.in_memory else prefetch
 
     def next_batch(step):
         """The batch of ``step``, with those of the next ``prefetch`` steps already on their
         way to the devices (transfers are asynchronous: they overlap the running step).
         Batches are a function of the step number, so this changes nothing but timing."""
-        for s in range(step, min(step + 1 + prefetch, total_steps)):
+        for s in range(step, min(step + 1 + ahead, total_steps)):
             if s not in in_flight:
                 in_flight[s] = get_batch(s)
         return in_flight.pop(step)
