@@ -402,10 +402,13 @@ def _torch_setup(name: str, batch: int, height: int, width: int, dtype: str,
 def _run(models: Sequence[str], batch_sizes: Sequence[int], resolutions: Sequence[int | None],
         dtypes: Sequence[str], *, steps: int = 5, warmup: int = 2,
         modes: Sequence[str] = ("train", "infer"), compare: str | None = None,
-        conv_impl: str | None = None, log: Callable[[str], None] = print) -> list[dict]:
+        conv_impl: str | None = None, profile: str | None = None,
+        log: Callable[[str], None] = print) -> list[dict]:
     """Benchmark every combination; returns one row (dict over ``COLUMNS``) per combination.
 
-    A resolution of ``None`` means the model's registered input size.
+    A resolution of ``None`` means the model's registered input size.  With ``profile`` a
+    directory, three more steps of each mode are run under ``jax.profiler.trace`` after the
+    timed ones, into ``profile/<model>_b<batch>_<res>_<dtype>_<mode>``.
     """
     import jax
 
@@ -465,6 +468,13 @@ def _run(models: Sequence[str], batch_sizes: Sequence[int], resolutions: Sequenc
                         record(times[0])
                         if len(times) > 1:
                             row[f"torch_{mode}_step_ms"] = times[1] * 1e3
+                        if profile:
+                            where = os.path.join(
+                                profile, f"{name}_b{batch}_{height}_{dtype}_{mode}")
+                            with jax.profiler.trace(where):
+                                for _ in range(3):
+                                    run_jax()
+                            log(f"[jaxvision] {name} {mode}: 3 steps traced to {where}")
                     row.update(jax_row)  # now holding the timings ``record`` wrote.
                     row["peak_memory_mb"] = _peak_memory_mb(jax.devices()[0])
                     for mode in ("train", "infer"):
@@ -539,6 +549,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="CPU only: torch.set_num_threads(N); N=1 also makes XLA:CPU "
                         "single-threaded (a steadier comparison on a loaded machine)")
     p.add_argument("--out", default=None, help="write rows to this .csv or .json file")
+    p.add_argument("--profile", default=None, metavar="DIR",
+                   help="also trace 3 steps of each mode with jax.profiler into DIR "
+                        "(summed per op by experiments/trace_summary.py)")
     args = p.parse_args(argv)
     if args.steps < 1 or args.warmup < 0:
         p.error("--steps must be >= 1 and --warmup >= 0")
@@ -570,7 +583,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         rows = run(_csv_list(args.models), _csv_list(args.batch_sizes, int),
                    _csv_list(args.resolutions, int) or [None], _csv_list(args.dtypes),
                    steps=args.steps, warmup=args.warmup, modes=_csv_list(args.modes),
-                   compare=args.compare, conv_impl=args.conv_impl,
+                   compare=args.compare, conv_impl=args.conv_impl, profile=args.profile,
                    log=lambda s: print(s, file=sys.stderr, flush=True))
     print(format_table(rows))
     if args.out:

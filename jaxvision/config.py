@@ -85,6 +85,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.async_checkpoint = True
     c.init_from = ""                   # explicit checkpoint to initialise the weights from
     c.max_consecutive_nonfinite = 10
+    c.profile_steps = ()               # (start, stop): jax.profiler trace of steps [start, stop)
+    #   written to WORKDIR/profile (TensorBoard's profile plugin or Perfetto opens it;
+    #   experiments/trace_summary.py sums it per op)
     return c
 
 

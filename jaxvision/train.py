@@ -235,6 +235,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     prefetch = config.dataset.prefetch
     if not isinstance(prefetch, int) or isinstance(prefetch, bool) or prefetch < 0:
         raise ValueError(f"dataset.prefetch must be a whole number >= 0, got {prefetch!r}")
+    profile = _profile_window(config.profile_steps)
     os.makedirs(workdir, exist_ok=True)
     mcfg = model_cfg(config.model)
     input_size = mcfg["input_size"]
@@ -409,8 +410,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
         f"{mesh.devices.size} device(s) / {jax.process_count()} process(es)")
     final_eval, pending = {}, []
     t0, imgs_since = time.time(), 0
+    profiling = False
     try:
         for step in range(start_step, total_steps):
+            if profile and step == max(profile[0], start_step) and step < profile[1]:
+                jax.block_until_ready(state)  # the trace then holds these steps' work only
+                jax.profiler.start_trace(os.path.join(workdir, "profile"))
+                profiling = True
             if preempt.is_set() or _preemption_notice(step):
                 mngr.wait_until_finished()
                 if mngr.latest_step() != step:  # else this step is already saved
@@ -423,6 +429,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
             pending.append((step + 1, metrics))
             imgs_since += batch
             done = step + 1
+            if profiling and (done == profile[1] or done == total_steps):
+                jax.block_until_ready((state, metrics))
+                jax.profiler.stop_trace()
+                profiling = False
+                log(f"Profile of steps {max(profile[0], start_step)}..{done - 1} written to "
+                    f"{os.path.join(workdir, 'profile')}")
             if done % config.log_every_steps == 0 or done == total_steps:
                 _flush_train_logs(pending, writer, lr_fn, t0, imgs_since, done, total_steps)
                 pending, t0, imgs_since = [], time.time(), 0
@@ -441,6 +453,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
         if not final_eval:
             final_eval = run_eval(state)
     finally:
+        if profiling:
+            jax.profiler.stop_trace()
         mngr.wait_until_finished()
         mngr.close()
         writer.close()
@@ -448,6 +462,18 @@ def train_and_evaluate(config, workdir: str) -> dict:
             loader.close()
         preempt.restore()
     return final_eval
+
+
+def _profile_window(steps) -> tuple[int, int] | None:
+    """``config.profile_steps`` as ``(start, stop)``, or None when empty; checked up front."""
+    if steps is None or len(steps) == 0:
+        return None
+    ok = (len(steps) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in steps)
+          and 0 <= steps[0] < steps[1])
+    if not ok:
+        raise ValueError(f"profile_steps must be (start, stop) with 0 <= start < stop, got "
+                         f"{tuple(steps)!r}")
+    return int(steps[0]), int(steps[1])
 
 
 def _flush_train_logs(pending, writer, lr_fn, t0, imgs, done, total):

@@ -9,6 +9,16 @@ import ml_collections
 from jaxvision.config import default_config, lock
 
 DRIVER = os.path.join(os.path.dirname(__file__), "train_driver.py")
+EXPERIMENTS = os.path.join(os.path.dirname(__file__), os.pardir, "experiments")
+
+
+def load_experiment(name: str):
+    """Import the script ``experiments/<name>.py`` (a folder of scripts, not a package)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, os.path.join(EXPERIMENTS, name + ".py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def tiny_config(**overrides) -> ml_collections.ConfigDict:

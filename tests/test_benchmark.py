@@ -5,6 +5,7 @@ import json
 import pytest
 
 from jaxvision import benchmark
+from tests.helpers import load_experiment
 
 
 def test_csv_has_every_column(tmp_path, capsys, monkeypatch):
@@ -75,12 +76,7 @@ def test_model_flops_are_nominal_whatever_the_conv_implementation(monkeypatch):
 def test_recount_script_fills_flops_and_mfu(tmp_path, capsys):
     """experiments/recount_flops.py recomputes the FLOP columns of a benchmark CSV from shapes,
     and the MFU from the row's step time and its device's peak."""
-    import importlib.util
-    import os
-    path = os.path.join(os.path.dirname(__file__), os.pardir, "experiments", "recount_flops.py")
-    spec = importlib.util.spec_from_file_location("recount_flops", path)
-    recount = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recount)
+    recount = load_experiment("recount_flops")
 
     out = tmp_path / "bench.csv"
     (row,) = benchmark.main(["--models", "test_cnn", "--batch-sizes", "2", "--steps", "1",
@@ -103,6 +99,50 @@ def test_recount_script_fills_flops_and_mfu(tmp_path, capsys):
         bad = tmp_path / "other.csv"
         bad.write_text("a,b\n1,2\n")
         recount.main([str(bad)])
+
+
+def test_profile_traces_three_steps_and_the_summary_sums_them(tmp_path):
+    """``--profile DIR`` traces three more steps per mode; experiments/trace_summary.py reads
+    the trace and sums the XLA operations by name."""
+    summary = load_experiment("trace_summary")
+    benchmark.main(["--models", "test_cnn", "--batch-sizes", "2", "--modes", "train",
+                    "--steps", "1", "--warmup", "0", "--profile", str(tmp_path)])
+    trace = summary.newest_trace(str(tmp_path / "test_cnn_b2_28_float32_train"))
+    text = summary.summarize(trace, steps=3, top=5)
+    assert "operations on: host threads (XLA:CPU thunks)" in text
+    rows = [line.split() for line in text.splitlines()[4:]]
+    assert 1 <= len(rows) <= 6
+    assert all(float(r[0]) >= 0 and r[1].endswith("%") for r in rows)
+    assert not any(r[-1].startswith(("$", "ThunkExecutor", "PjitFunction")) for r in rows)
+    with pytest.raises(SystemExit, match="no \\*.trace.json.gz"):
+        summary.newest_trace(str(tmp_path / "empty"))
+
+
+def test_trace_summary_reads_a_gpu_trace(tmp_path):
+    """On a GPU the operations come from the device's "XLA Ops" line: busy time is the
+    union of their intervals, and names lose their numbered suffixes."""
+    import gzip
+    summary = load_experiment("trace_summary")
+    meta = [{"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "/host:CPU"}},
+            {"ph": "M", "name": "process_name", "pid": 2, "args": {"name": "/device:GPU:0"}},
+            {"ph": "M", "name": "thread_name", "pid": 2, "tid": 7, "args": {"name": "XLA Ops"}},
+            {"ph": "M", "name": "thread_name", "pid": 2, "tid": 8,
+             "args": {"name": "Stream #13(Compute)"}}]
+    ops = [("fusion.1", 0, 10), ("fusion.22", 5, 10), ("convolution.3", 20, 5)]
+    events = meta + [{"ph": "X", "pid": 2, "tid": 7, "name": n, "ts": t, "dur": d}
+                     for n, t, d in ops]
+    events += [{"ph": "X", "pid": 2, "tid": 8, "name": "kernel", "ts": 0, "dur": 99},
+               {"ph": "X", "pid": 1, "tid": 1, "name": "$python", "ts": 0, "dur": 999}]
+    path = tmp_path / "t.trace.json.gz"
+    with gzip.open(path, "wt") as f:
+        json.dump({"traceEvents": events}, f)
+    where, found = summary.op_events(events)
+    assert where == "/device:GPU:0, XLA Ops" and len(found) == 3
+    assert summary.busy_us(found) == 20  # [0, 15) and [20, 25)
+    text = summary.summarize(str(path))
+    assert "span 0.03 ms, busy 0.02 ms (80% of the span), operations summed 0.03 ms" in text
+    fusion = next(line for line in text.splitlines() if line.endswith(" fusion"))
+    assert fusion.split()[:3] == ["0.020", "80.0%", "2"]
 
 
 def test_bad_arguments():

@@ -245,3 +245,29 @@ def test_nan_through_the_data_stops_with_last_finite_checkpoint(tmp_path):
         train.train_and_evaluate(cfg, str(tmp_path))
     rows = [r for r in read_metrics(tmp_path) if "skipped" in r]
     assert rows and all(r["skipped"] for r in rows)
+
+
+def test_profile_steps_trace_those_steps_only(tmp_path):
+    """profile_steps=(1, 3) traces steps 1 and 2 into WORKDIR/profile; a bad window is
+    refused before anything is written."""
+    import glob
+    import gzip
+    cfg = tiny_config(num_train_steps=4, profile_steps=(1, 3))
+    train.train_and_evaluate(cfg, str(tmp_path / "run"))
+    (trace,) = glob.glob(str(tmp_path / "run" / "profile" / "**" / "*.trace.json.gz"),
+                         recursive=True)
+    with gzip.open(trace, "rt") as f:
+        events = json.load(f)["traceEvents"]
+    # Each dispatch of the train step shows as a span (nested in a copy of itself).
+    starts = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
+                    if e.get("ph") == "X" and e["name"] == "PjitFunction(train_step)")
+    outer, end = 0, -1.0
+    for s, e in starts:
+        if s > end:
+            outer, end = outer + 1, e
+    assert outer == 2
+    assert len(train_losses(tmp_path / "run")) == 4  # the run itself is unchanged
+    for bad in [(3, 1), (2,), (-1, 2), ("a", "b")]:
+        with pytest.raises(ValueError, match="profile_steps must be \\(start, stop\\)"):
+            train.train_and_evaluate(tiny_config(profile_steps=bad), str(tmp_path / "bad"))
+        assert not (tmp_path / "bad").exists()
