@@ -176,6 +176,28 @@ def _peak_memory_mb(device) -> float | None:
     return None if peak is None else peak / 2**20
 
 
+def device_name(device) -> str:
+    """The device's kind; for a CPU, ``cpu: <model name> (<N> cores)``, since XLA calls every
+    CPU just ``cpu`` and CPU timings differ widely between processor models."""
+    kind = getattr(device, "device_kind", str(device))
+    if getattr(device, "platform", "") != "cpu":
+        return kind
+    model = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f
+                          if line.startswith("model name")), "")
+    except OSError:
+        pass
+    import platform
+    model = model or platform.processor() or platform.machine()
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count()
+    return f"{kind}: {model} ({cores} cores)"
+
+
 def peak_tflops(device_kind: str, dtype: str) -> float | None:
     """Datasheet dense peak for a device kind string such as 'NVIDIA H100 80GB HBM3'."""
     kind = device_kind.lower()
@@ -323,7 +345,7 @@ def _jax_setup(name: str, batch: int, height: int, width: int, dtype: str,
                                      compile_s))
 
     row["backend"] = jax.default_backend()
-    row["device"] = getattr(device, "device_kind", str(device))
+    row["device"] = device_name(device)
     return row, runners
 
 
@@ -585,6 +607,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
                    steps=args.steps, warmup=args.warmup, modes=_csv_list(args.modes),
                    compare=args.compare, conv_impl=args.conv_impl, profile=args.profile,
                    log=lambda s: print(s, file=sys.stderr, flush=True))
+    if rows:
+        print(f"device: {rows[0]['device']}")
     print(format_table(rows))
     if args.out:
         write_rows(rows, args.out)

@@ -278,7 +278,7 @@ def _geometry(h, c, o, k, s):
                                (1, 1), 1)
 
 
-def test_plan_choice():
+def test_plan_choice(monkeypatch):
     lax_only = Plan("lax", "lax", "lax")
     tiny = _geometry(2, 512, 512, 3, 1)      # 2x2x512: the native kernel's cliff.
     strided = _geometry(4, 256, 512, 3, 2)   # input-gradient cliff of a strided conv.
@@ -293,7 +293,13 @@ def test_plan_choice():
     assert conv_impl.conv_plan(big, "auto", "cpu") == Plan("winograd4", "winograd4", "winograd4")
     assert conv_impl.conv_plan(wide, "auto", "cpu") == Plan("lax", "lax", "winograd4")
     assert conv_impl.conv_plan(small_map, "auto", "cpu") == lax_only
-    assert conv_impl.conv_plan(stem, "auto", "cpu") == lax_only
+    # The stem's kernel gradient is im2col's on Intel CPUs only (measured per vendor).
+    for vendor, wgrad in [("intel", "im2col"), ("amd", "lax"), ("other", "lax")]:
+        monkeypatch.setattr(conv_impl, "cpu_vendor", lambda v=vendor: v)
+        assert conv_impl.conv_plan(stem, "auto", "cpu") == Plan("lax", "lax", wgrad), vendor
+        assert conv_impl.conv_plan(_geometry(64, 3, 64, 7, 2), "auto", "cpu").wgrad == wgrad
+        assert conv_impl.conv_plan(_geometry(224, 16, 64, 7, 2), "auto", "cpu") == lax_only
+        assert conv_impl.conv_plan(stem, "auto", "gpu") == lax_only
     assert conv_impl.conv_plan(shortcut, "auto", "cpu").wgrad != "lax"
     assert conv_impl.conv_plan(_geometry(56, 64, 128, 3, 2), "auto", "cpu").wgrad == "shift"
     assert conv_impl.conv_plan(_geometry(16, 64, 128, 3, 2), "auto", "cpu").wgrad == "lax"
