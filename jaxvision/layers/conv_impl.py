@@ -221,7 +221,7 @@ def _choose_plan_cpu(g: _Geometry) -> Plan:
     run-time saving repays it within a few hundred steps.
 
     The stem's kernel gradient (7x7/2, 3 input channels) is where the two CPUs measured part
-    ways.  On an Intel Xeon (Sapphire Rapids class, AVX-512 and AMX, 2 cores), batch 32,
+    ways.  On an Intel Xeon (AVX-512 and AMX flags, 2 cores of a virtual machine), batch 32,
     lax / im2col kernel-gradient ms: 15.6 / 14.5 at 64x64, 87 / 74 at 128x128, 405 / 204 at
     224x224 (and 144 / 105 at batch 16, 1,900 / 807 at batch 128); the ResNet-18 224x224 train
     step went from 2,300 to 2,030 ms with it (``python experiments/conv_passes.py --shapes
