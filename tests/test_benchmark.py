@@ -105,10 +105,14 @@ def test_recount_script_fills_flops_and_mfu(tmp_path, capsys):
 
 def test_profile_traces_three_steps_and_the_summary_sums_them(tmp_path):
     """``--profile DIR`` traces three more steps per mode; experiments/trace_summary.py reads
-    the trace and sums the XLA operations by name."""
+    the trace and sums the XLA operations by name.  The traced benchmark has a process of its
+    own, so that the profiler's process-wide state stays out of this test worker."""
+    import subprocess
+    import sys
     summary = load_experiment("trace_summary")
-    benchmark.main(["--models", "test_cnn", "--batch-sizes", "2", "--modes", "train",
-                    "--steps", "1", "--warmup", "0", "--profile", str(tmp_path)])
+    subprocess.run([sys.executable, "-m", "jaxvision.benchmark", "--models", "test_cnn",
+                    "--batch-sizes", "2", "--modes", "train", "--steps", "1", "--warmup", "0",
+                    "--profile", str(tmp_path)], check=True, capture_output=True, timeout=300)
     trace = summary.newest_trace(str(tmp_path / "test_cnn_b2_28_float32_train"))
     text = summary.summarize(trace, steps=3, top=5)
     assert "operations on: host threads (XLA:CPU thunks)" in text

@@ -249,11 +249,11 @@ def test_nan_through_the_data_stops_with_last_finite_checkpoint(tmp_path):
 
 def test_profile_steps_trace_those_steps_only(tmp_path):
     """profile_steps=(1, 3) traces steps 1 and 2 into WORKDIR/profile; a bad window is
-    refused before anything is written."""
+    refused before anything is written.  The traced run has a process of its own, so that
+    the profiler's process-wide state stays out of this test worker."""
     import glob
     import gzip
-    cfg = tiny_config(num_train_steps=4, profile_steps=(1, 3))
-    train.train_and_evaluate(cfg, str(tmp_path / "run"))
+    run_driver(tmp_path / "run", {**TINY, "num_train_steps": 4, "profile_steps": [1, 3]})
     (trace,) = glob.glob(str(tmp_path / "run" / "profile" / "**" / "*.trace.json.gz"),
                          recursive=True)
     with gzip.open(trace, "rt") as f:

@@ -36,7 +36,9 @@ def main():
 
     config = default_config()
     overrides = json.loads(args.overrides)
-    config.update_from_flattened_dict({k: v for k, v in overrides.items()
+    # JSON has lists where the config has tuples (e.g. profile_steps).
+    config.update_from_flattened_dict({k: tuple(v) if isinstance(v, list) else v
+                                       for k, v in overrides.items()
                                        if not k.startswith("model_kwargs.")})
     for k, v in overrides.items():
         if k.startswith("model_kwargs."):
