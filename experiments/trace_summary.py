@@ -77,17 +77,19 @@ def summarize(path: str, steps: int = 1, top: int = 25) -> str:
         by_name[name] += e["dur"]
         count[name] += 1
     span = max(e["ts"] + e["dur"] for e in ops) - min(e["ts"] for e in ops)
+    busy = busy_us(ops)
     summed = sum(by_name.values())
+    shown = by_name.most_common(top)
     per = f" per step (of {steps})" if steps > 1 else ""
     lines = [f"{path}", f"operations on: {where}",
-             f"span {span / steps / 1e3:.2f} ms{per}, busy {busy_us(ops) / steps / 1e3:.2f} ms "
-             f"({busy_us(ops) / span:.0%} of the span), operations summed "
+             f"span {span / steps / 1e3:.2f} ms{per}, busy {busy / steps / 1e3:.2f} ms "
+             f"({busy / span:.0%} of the span), operations summed "
              f"{summed / steps / 1e3:.2f} ms",
              f"{'ms' + per:>12}  {'share':>6}  {'count':>6}  operation"]
-    for name, us in by_name.most_common(top):
+    for name, us in shown:
         lines.append(f"{us / steps / 1e3:12.3f}  {us / summed:6.1%}  {count[name] / steps:6.0f}  "
                      f"{name[:100]}")
-    rest = summed - sum(us for _, us in by_name.most_common(top))
+    rest = summed - sum(us for _, us in shown)
     if rest > 0:
         lines.append(f"{rest / steps / 1e3:12.3f}  {rest / summed:6.1%}  {'':>6}  "
                      f"({len(by_name) - top} others)")

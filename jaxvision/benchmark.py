@@ -182,15 +182,10 @@ def device_name(device) -> str:
     kind = getattr(device, "device_kind", str(device))
     if getattr(device, "platform", "") != "cpu":
         return kind
-    model = ""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f
-                          if line.startswith("model name")), "")
-    except OSError:
-        pass
     import platform
-    model = model or platform.processor() or platform.machine()
+
+    from jaxvision.layers.conv_impl import cpuinfo_field
+    model = cpuinfo_field("model name") or platform.processor() or platform.machine()
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux

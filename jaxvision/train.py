@@ -411,9 +411,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
     final_eval, pending = {}, []
     t0, imgs_since = time.time(), 0
     profiling = False
+    traced_from = max(profile[0], start_step) if profile else None
     try:
         for step in range(start_step, total_steps):
-            if profile and step == max(profile[0], start_step) and step < profile[1]:
+            if profile and step == traced_from and step < profile[1]:
                 jax.block_until_ready(state)  # the trace then holds these steps' work only
                 jax.profiler.start_trace(os.path.join(workdir, "profile"))
                 profiling = True
@@ -433,7 +434,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 jax.block_until_ready((state, metrics))
                 jax.profiler.stop_trace()
                 profiling = False
-                log(f"Profile of steps {max(profile[0], start_step)}..{done - 1} written to "
+                log(f"Profile of steps {traced_from}..{done - 1} written to "
                     f"{os.path.join(workdir, 'profile')}")
             if done % config.log_every_steps == 0 or done == total_steps:
                 _flush_train_logs(pending, writer, lr_fn, t0, imgs_since, done, total_steps)

@@ -123,18 +123,25 @@ def _platform(x) -> str:
 # ----------------------------------------------------------------------------------------
 
 @functools.lru_cache(maxsize=None)
-def cpu_vendor() -> str:
-    """``'intel'``, ``'amd'`` or ``'other'``: the host CPU's maker (``/proc/cpuinfo``), for
-    the one CPU rule whose best choice differs between them."""
+def cpuinfo_field(name: str) -> str:
+    """The value of the first ``name`` line of ``/proc/cpuinfo`` (``vendor_id``, ``model
+    name``, ...), or ``""`` where there is none (another OS, or no such line)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             for line in f:
-                if line.startswith("vendor_id"):
-                    vendor = line.split(":", 1)[1].strip()
-                    return {"GenuineIntel": "intel", "AuthenticAMD": "amd"}.get(vendor, "other")
+                key, _, value = line.partition(":")
+                if key.strip() == name:
+                    return value.strip()
     except OSError:
         pass
-    return "other"
+    return ""
+
+
+def cpu_vendor() -> str:
+    """``'intel'``, ``'amd'`` or ``'other'``: the host CPU's maker, for the one CPU rule
+    whose best choice differs between them."""
+    return {"GenuineIntel": "intel", "AuthenticAMD": "amd"}.get(cpuinfo_field("vendor_id"),
+                                                               "other")
 
 
 def _choose_plan_cpu(g: _Geometry) -> Plan:
