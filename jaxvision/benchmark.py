@@ -177,20 +177,22 @@ def _peak_memory_mb(device) -> float | None:
 
 
 def device_name(device) -> str:
-    """The device's kind; for a CPU, ``cpu: <model name> (<N> cores)``, since XLA calls every
-    CPU just ``cpu`` and CPU timings differ widely between processor models."""
+    """The device's kind; for a CPU, ``cpu: <model name> (<N> cores), <library>
+    convolutions``, since XLA calls every CPU just ``cpu``, CPU timings differ widely between
+    processor models, and XLA:CPU can run convolutions with either of two libraries
+    (:func:`jaxvision.layers.conv_impl.configure_cpu_convolutions`)."""
     kind = getattr(device, "device_kind", str(device))
     if getattr(device, "platform", "") != "cpu":
         return kind
     import platform
 
-    from jaxvision.layers.conv_impl import cpuinfo_field
+    from jaxvision.layers.conv_impl import cpu_conv_library, cpuinfo_field
     model = cpuinfo_field("model name") or platform.processor() or platform.machine()
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count()
-    return f"{kind}: {model} ({cores} cores)"
+    return f"{kind}: {model} ({cores} cores), {cpu_conv_library()} convolutions"
 
 
 def peak_tflops(device_kind: str, dtype: str) -> float | None:
@@ -562,6 +564,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="also time the timm model with PyTorch in this process")
     p.add_argument("--conv-impl", choices=["auto", "lax", "matmul"], default=None,
                    help="sets JAXVISION_CONV_IMPL for this run")
+    p.add_argument("--xla-cpu-conv", choices=["auto", "onednn", "ynnpack"], default=None,
+                   help="library XLA:CPU runs convolutions with (default: "
+                        "JAXVISION_XLA_CPU_CONV, else auto: oneDNN on Intel CPUs)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU only: torch.set_num_threads(N); N=1 also makes XLA:CPU "
                         "single-threaded (a steadier comparison on a loaded machine)")
@@ -577,6 +582,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:
     args = parse_args(argv)
+    from jaxvision.layers.conv_impl import configure_cpu_convolutions
+    configure_cpu_convolutions(args.xla_cpu_conv)  # before JAX starts its CPU backend
     if args.threads is not None:
         if args.threads < 1:
             raise SystemExit("--threads must be >= 1")

@@ -184,6 +184,9 @@ def cli(argv=None):
 
     def main(_):
         from absl import logging
+
+        from jaxvision.layers.conv_impl import configure_cpu_convolutions
+        configure_cpu_convolutions()  # XLA_FLAGS are read when JAX starts its backends
         logging.set_verbosity(logging.WARNING)
         f = flags.FLAGS
         print(json.dumps(ensemble(f.workdirs, f.eval_crops, batch_size=f.batch_size)))

@@ -559,6 +559,9 @@ def cli(argv=None):
 
     def main(_):
         from absl import logging
+
+        from jaxvision.layers.conv_impl import configure_cpu_convolutions
+        configure_cpu_convolutions()  # XLA_FLAGS are read when JAX starts its backends
         if logging.get_verbosity() == logging.INFO and not flags_["verbosity"].present:
             logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
         if flags_.coordinator_address:

@@ -7,6 +7,10 @@ import os
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                            + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Entry points called in-process (the benchmark's main) keep XLA's default convolution
+# library, whichever test touches JAX first; tests of the oneDNN setting start processes
+# of their own.
+os.environ.setdefault("JAXVISION_XLA_CPU_CONV", "ynnpack")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import jax  # noqa: E402

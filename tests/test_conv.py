@@ -1,6 +1,7 @@
 """Every formulation of ``conv_general_dilated`` equals ``lax.conv_general_dilated`` in value
 and in both gradients, over strides, paddings, kernel sizes, groups, dilations and dtypes."""
 import functools
+import os
 
 import chex
 import flax.linen as nn
@@ -279,6 +280,7 @@ def _geometry(h, c, o, k, s):
 
 
 def test_plan_choice(monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", "")  # XLA's default convolution library (YNNPACK)
     lax_only = Plan("lax", "lax", "lax")
     tiny = _geometry(2, 512, 512, 3, 1)      # 2x2x512: the native kernel's cliff.
     strided = _geometry(4, 256, 512, 3, 2)   # input-gradient cliff of a strided conv.
@@ -413,3 +415,150 @@ def test_conv_passes_script(capsys):
     assert "lax.scan / unrolled" in out[0] and out[1].count("/") == 2
     with pytest.raises(SystemExit):
         mod.main(["--shapes", "2x6x4x4", "--forms", "auto"])  # auto only with --loop
+
+
+ONEDNN_ENV = " ".join(conv_impl.ONEDNN_XLA_FLAGS)
+
+
+def test_plan_choice_with_onednn_convolutions(monkeypatch):
+    """With XLA:CPU's convolutions in oneDNN the native kernel keeps the forward and input
+    gradient of stride-1 3x3 convs and the stem's kernel gradient; Winograd keeps the
+    kernel gradients and the cliffs keep their matrix-product forms."""
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2 " + ONEDNN_ENV)
+    monkeypatch.setattr(conv_impl, "cpu_vendor", lambda: "intel")
+    assert conv_impl.cpu_conv_library() == "onednn"
+    lax_only = Plan("lax", "lax", "lax")
+    assert conv_impl.conv_plan(_geometry(56, 64, 64, 3, 1), "auto", "cpu") == Plan(
+        "lax", "lax", "winograd4")
+    assert conv_impl.conv_plan(_geometry(28, 128, 128, 3, 1), "auto", "cpu") == Plan(
+        "lax", "lax", "winograd4")
+    assert conv_impl.conv_plan(_geometry(224, 3, 64, 7, 2), "auto", "cpu") == lax_only
+    assert conv_impl.conv_plan(_geometry(2, 512, 512, 3, 1), "auto", "cpu")[:2] == (
+        "im2col", "im2col")
+    assert conv_impl.conv_plan(_geometry(4, 256, 512, 3, 2), "auto", "cpu").dgrad == "im2col"
+    assert conv_impl.conv_plan(_geometry(56, 64, 128, 3, 2), "auto", "cpu").wgrad == "shift"
+    assert conv_impl.conv_plan(_geometry(56, 64, 128, 1, 2), "auto", "cpu") == Plan(
+        "shift", "shift", "shift")
+    assert conv_impl.conv_plan(_geometry(56, 64, 64, 3, 1), "auto", "gpu") == lax_only
+    # One of the two flags alone is not the oneDNN setting.
+    monkeypatch.setenv("XLA_FLAGS", conv_impl.ONEDNN_XLA_FLAGS[0])
+    assert conv_impl.cpu_conv_library() == "ynnpack"
+
+
+def test_configure_cpu_convolutions(monkeypatch):
+    configure = conv_impl.configure_cpu_convolutions
+    monkeypatch.delenv(conv_impl.LIBRARY_ENV_VAR, raising=False)
+    monkeypatch.setattr(conv_impl, "_backends_started", lambda: False)
+    monkeypatch.setattr(conv_impl, "cpu_vendor", lambda: "intel")
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+    assert conv_impl.cpu_conv_library() == "ynnpack"
+    # auto: oneDNN on Intel, appended after the user's own flags, once.
+    assert configure() == "onednn"
+    flags = os.environ["XLA_FLAGS"].split()
+    assert flags == ["--xla_force_host_platform_device_count=2", *conv_impl.ONEDNN_XLA_FLAGS]
+    assert conv_impl.cpu_conv_library() == "onednn"
+    assert configure() == "onednn" and os.environ["XLA_FLAGS"].split() == flags
+    # auto elsewhere leaves XLA's default; an explicit choice or the variable overrides it.
+    monkeypatch.setattr(conv_impl, "cpu_vendor", lambda: "amd")
+    monkeypatch.setenv("XLA_FLAGS", "")
+    assert configure() == "ynnpack" and os.environ["XLA_FLAGS"] == ""
+    assert configure("onednn") == "onednn" and conv_impl.cpu_conv_library() == "onednn"
+    monkeypatch.setattr(conv_impl, "cpu_vendor", lambda: "intel")
+    monkeypatch.setenv("XLA_FLAGS", "")
+    monkeypatch.setenv(conv_impl.LIBRARY_ENV_VAR, "ynnpack")
+    assert configure() == "ynnpack" and os.environ["XLA_FLAGS"] == ""
+    monkeypatch.setenv(conv_impl.LIBRARY_ENV_VAR, "mkl")
+    with pytest.raises(ValueError, match="JAXVISION_XLA_CPU_CONV='mkl'.*onednn"):
+        configure()
+    monkeypatch.delenv(conv_impl.LIBRARY_ENV_VAR)
+    # Flags the user set for either fusion type are theirs.
+    mine = "--xla_cpu_experimental_onednn_fusion_type=dot"
+    monkeypatch.setenv("XLA_FLAGS", mine)
+    assert configure("onednn") == "ynnpack" and os.environ["XLA_FLAGS"] == mine
+    # Once JAX's backends run, the flags can no longer take effect.
+    monkeypatch.setattr(conv_impl, "_backends_started", lambda: True)
+    monkeypatch.setenv("XLA_FLAGS", "")
+    with pytest.raises(RuntimeError, match="before JAX starts its backends"):
+        configure("onednn")
+    assert configure() == "ynnpack" and os.environ["XLA_FLAGS"] == ""
+    monkeypatch.undo()
+    jnp.ones(1).block_until_ready()
+    assert conv_impl._backends_started()
+
+
+_ONEDNN_SCRIPT = """
+import os, sys
+os.environ["XLA_FLAGS"] = {flags!r}
+os.environ["JAX_PLATFORMS"] = "cpu"
+import jax, jax.numpy as jnp, numpy as np
+sys.path.insert(0, {tests!r})
+import test_conv
+from jaxvision.layers import conv_impl
+assert conv_impl.cpu_conv_library() == "onednn"
+np.savez({out!r}, **test_conv._onednn_case_outputs())
+hlo = jax.jit(lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
+              dimension_numbers=test_conv.NHWC)).lower(
+    jnp.ones((4, 16, 16, 32)), jnp.ones((3, 3, 32, 32))).compile().as_text()
+print("convolution outside YNNPACK" if "ynn" not in hlo else "convolution in YNNPACK")
+"""
+
+
+def _onednn_case_outputs() -> dict:
+    """Values and both gradients of convs under the CPU plan (stride-1 3x3, strided, 1x1,
+    the stem, a small-map cliff) and of a small WRN's loss, for fixed random inputs."""
+    from jaxvision.registry import create_model
+    out = {}
+    cases = [((4, 16, 16, 32), (3, 3, 32, 32), 1, "SAME"),
+             ((4, 12, 12, 16), (3, 3, 16, 32), 2, "SAME"),
+             ((4, 12, 12, 16), (1, 1, 16, 32), 2, "VALID"),
+             ((2, 32, 32, 3), (7, 7, 3, 16), 2, ((3, 3), (3, 3))),
+             ((4, 2, 2, 64), (3, 3, 64, 64), 1, "SAME")]
+    for i, (xs, ks, s, p) in enumerate(cases):
+        kx, kw, kc = jax.random.split(jax.random.key(i), 3)
+        x, w = jax.random.normal(kx, xs), jax.random.normal(kw, ks)
+        conv = functools.partial(conv_general_dilated, window_strides=(s, s), padding=p,
+                                 dimension_numbers=NHWC)
+        ct = jax.random.normal(kc, jax.eval_shape(conv, x, w).shape)
+        out.update({f"{i}_{k}": np.asarray(v) for k, v in
+                    zip("yxw", _value_and_grads(conv, x, w, ct))})
+    model = create_model("test_wrn", num_classes=10)
+    x = jax.random.normal(jax.random.key(9), (4, 32, 32, 3))
+    variables = model.init(jax.random.key(10), x, train=False)
+
+    def loss(params):
+        logits, _ = model.apply({**variables, "params": params}, x, train=True,
+                                mutable=["batch_stats"], rngs={"dropout": jax.random.key(11)})
+        return jnp.mean(jax.nn.log_softmax(logits)[:, 0])
+    value, grads = jax.jit(jax.value_and_grad(loss))(variables["params"])
+    out["wrn_loss"] = np.asarray(value)
+    for j, leaf in enumerate(jax.tree.leaves(grads)):
+        out[f"wrn_grad_{j}"] = np.asarray(leaf)
+    return out
+
+
+@pytest.mark.skipif(conv_impl.cpu_vendor() != "intel",
+                    reason="oneDNN convolutions are chosen on Intel CPUs only")
+def test_onednn_convolutions_match_the_default_library(tmp_path):
+    """A process whose XLA:CPU runs convolutions in oneDNN computes the same values and
+    gradients (conv passes under the CPU plan, a WRN's loss gradient) as this one."""
+    import subprocess
+    import sys
+    out = tmp_path / "onednn.npz"
+    script = _ONEDNN_SCRIPT.format(flags=ONEDNN_ENV, tests=os.path.dirname(__file__),
+                                   out=str(out))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # The flags really moved the convolution out of XLA's default library.
+    assert "convolution outside YNNPACK" in proc.stdout, proc.stdout
+    hlo = jax.jit(lambda x, w: lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                  dimension_numbers=NHWC)).lower(
+        jnp.ones((4, 16, 16, 32)), jnp.ones((3, 3, 32, 32))).compile().as_text()
+    assert "ynn" in hlo  # ... where this process runs it
+    theirs = np.load(out)
+    ours = _onednn_case_outputs()
+    assert sorted(theirs.files) == sorted(ours)
+    for key, value in ours.items():
+        scale = max(float(np.abs(value).max()), 1e-6)
+        err = float(np.abs(theirs[key] - value).max()) / scale
+        assert err < 2e-4, (key, err)

@@ -144,7 +144,63 @@ def cpu_vendor() -> str:
                                                                "other")
 
 
-def _choose_plan_cpu(g: _Geometry) -> Plan:
+# XLA:CPU runs convolutions through YNNPACK by default; these flags hand them to oneDNN
+# instead (XLA's "individual convolution" library fusions), read when its CPU backend starts.
+ONEDNN_XLA_FLAGS = ("--xla_cpu_experimental_onednn_fusion_type=individual_convolution",
+                    "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution")
+LIBRARY_ENV_VAR = "JAXVISION_XLA_CPU_CONV"
+LIBRARIES = ("auto", "onednn", "ynnpack")
+
+
+def cpu_conv_library() -> str:
+    """``'onednn'`` where ``XLA_FLAGS`` hand XLA:CPU's convolutions to oneDNN
+    (:data:`ONEDNN_XLA_FLAGS`), otherwise ``'ynnpack'`` (XLA's default).  Read from the
+    environment at trace time; the flags themselves take effect when JAX starts its CPU
+    backend, which :func:`configure_cpu_convolutions` must therefore precede."""
+    flags = os.environ.get("XLA_FLAGS", "").split()
+    return "onednn" if all(f in flags for f in ONEDNN_XLA_FLAGS) else "ynnpack"
+
+
+def _backends_started() -> bool:
+    try:
+        from jax._src import xla_bridge
+        return bool(xla_bridge.backends_are_initialized())
+    except (ImportError, AttributeError):  # private API moved: assume not started.
+        return False
+
+
+def configure_cpu_convolutions(choice: str | None = None) -> str:
+    """Choose the library XLA:CPU runs convolutions with, before JAX starts its backends.
+
+    ``choice`` (default: the ``JAXVISION_XLA_CPU_CONV`` environment variable, else
+    ``'auto'``): ``'onednn'`` appends :data:`ONEDNN_XLA_FLAGS` to ``XLA_FLAGS``;
+    ``'ynnpack'`` leaves XLA's default; ``'auto'`` picks oneDNN on Intel CPUs, where it
+    measured faster (module docstring of :func:`_choose_plan_cpu`), and YNNPACK elsewhere.
+    ``XLA_FLAGS`` that already name either fusion type are the user's choice and are left
+    alone.  Returns the library in effect (:func:`cpu_conv_library`).  The command-line
+    entry points (training, evaluation, benchmark) call this first; a program importing
+    jaxvision calls it before its first JAX computation, or sets the flags itself.
+    """
+    choice = (os.environ.get(LIBRARY_ENV_VAR, "auto") if choice is None else choice)
+    choice = choice.strip().lower() or "auto"
+    if choice not in LIBRARIES:
+        raise ValueError(f"{LIBRARY_ENV_VAR}={choice!r} is not one of {', '.join(LIBRARIES)}")
+    flags = os.environ.get("XLA_FLAGS", "")
+    user_set = any(f.split("=")[0] in flags for f in ONEDNN_XLA_FLAGS)
+    want = choice == "onednn" or (choice == "auto" and cpu_vendor() == "intel")
+    if not want or user_set:
+        return cpu_conv_library()
+    if _backends_started():
+        if choice == "onednn":
+            raise RuntimeError(
+                "configure_cpu_convolutions('onednn') must run before JAX starts its backends "
+                "(XLA reads XLA_FLAGS once, at its first computation)")
+        return cpu_conv_library()
+    os.environ["XLA_FLAGS"] = " ".join([flags.strip(), *ONEDNN_XLA_FLAGS]).strip()
+    return "onednn"
+
+
+def _choose_plan_cpu(g: _Geometry, library: str = "ynnpack") -> Plan:
     """Per-pass formulation on XLA:CPU.
 
     Measured on an AMD EPYC (AVX-512, 2 cores), jax 0.10.2, batch 32, float32, with every
@@ -236,6 +292,37 @@ def _choose_plan_cpu(g: _Geometry) -> Plan:
     the tables above im2col was the slower (46 against 10 ms at 64x64, 618 against 340 ms at
     224x224), so it is used on Intel CPUs only (:func:`cpu_vendor`).
 
+    With ``library='onednn'`` XLA:CPU runs the native convolutions with oneDNN instead of
+    YNNPACK (:func:`configure_cpu_convolutions`, the default on Intel CPUs).  On the Intel
+    Xeon above, batch 32, wall ms forward / input-grad / kernel-grad of the native kernel
+    (``XLA_FLAGS="<ONEDNN_XLA_FLAGS>" python experiments/conv_passes.py ...``; YNNPACK's from
+    the same command without the flags):
+
+    ========================  ====================  ====================
+    conv (input map)          YNNPACK               oneDNN
+    ========================  ====================  ====================
+    7x7/2 3->64 (224x224)     95 / - / 404          63 / - / 82
+    3x3 64->64 (56x56)        68 / 65 / 204         27 / 27 / 56
+    3x3 128->128 (28x28)      25 / 24 / 125         20 / 20 / 30
+    3x3 256->256 (14x14)      21 / 22 / 47          21 / 21 / 26
+    3x3 512->512 (7x7)        30 / 31 / 30          20 / 23 / 23
+    3x3 512->512 (2x2)        -                     **268 / 268** / 3
+    3x3/2 256->512 (4x4)      -                     1.5 / **59** / 1.7
+    ========================  ====================  ====================
+
+    YNNPACK runs a 64-channel conv on 56x56 maps on one of the two cores; oneDNN uses both.
+    Winograd F(4x4)'s forward and input gradient (44 / 42 ms at 56x56) no longer pay, so
+    under oneDNN they are left to the native kernel, and so is the stem's kernel gradient
+    (82 ms, against 209 as im2col).  The native kernel *gradients* of the other convs are
+    faster alone but not in the train step, where XLA transposes their activations (batch
+    norm and ReLU recomputed into each transpose): the ResNet-18 224x224 step at batch 32
+    took 1,865-2,001 ms with them against 1,726-1,838 ms with Winograd's and per-tap ones,
+    which the plan therefore keeps.  The cliffs (bold) are oneDNN's too, and keep their
+    matrix-product forms.  Whole step, same machine, four alternating runs each: 2,001-2,169
+    ms with YNNPACK against 1,678-1,830 ms with oneDNN, 14% less (``python -m
+    jaxvision.benchmark --models resnet18 --resolutions 224 --modes train --steps 10
+    --xla-cpu-conv ynnpack``, then ``onednn``).
+
     ``_TABLE`` holds the thresholds.  Grouped and depthwise convs keep ``lax``: their matmul
     form is a batched GEMM of tiny matrices.
     """
@@ -261,17 +348,18 @@ def _choose_plan_cpu(g: _Geometry) -> Plan:
     dgrad = "im2col" if (small_grad or strided_small) and wide else "lax"
     wgrad = "lax"
     macs = g.n * g.ho * g.wo * g.c * g.o * taps
+    onednn = library == "onednn"
     if (max(g.strides) > 1 and taps == 9 and wide
             and macs >= _TABLE["strided_wgrad_shift_min_macs"]):
         wgrad = "shift"
     if (g.c <= _TABLE["stem_max_channels"] and taps >= _TABLE["stem_min_taps"]
-            and max(g.strides) > 1 and cpu_vendor() == "intel"):
+            and max(g.strides) > 1 and cpu_vendor() == "intel" and not onednn):
         wgrad = "im2col"
     if (winograd_applies(g) and min(g.ho, g.wo) >= _TABLE["winograd_min_side"]
             and macs >= _TABLE["winograd_min_macs"]):
         wgrad = "winograd4"
         if (_TABLE["winograd_min_channels"] <= min(g.c, g.o)
-                and max(g.c, g.o) <= _TABLE["winograd_max_channels"]):
+                and max(g.c, g.o) <= _TABLE["winograd_max_channels"] and not onednn):
             fwd = "winograd4" if fwd == "lax" else fwd
             dgrad = "winograd4" if dgrad == "lax" else dgrad
     return Plan(fwd, dgrad, wgrad)
@@ -331,7 +419,7 @@ def conv_plan(g: _Geometry, impl: str, platform: str, in_loop: bool = False) -> 
     if platform != "cpu":
         # cuDNN / TPU convolutions have no such cliffs; keep the native op.
         return Plan("lax", "lax", "lax")
-    plan = _choose_plan_cpu(g)
+    plan = _choose_plan_cpu(g, cpu_conv_library())
     if in_loop and g.groups == 1:
         # See loop_body(): the native gradients are slow inside loop bodies.
         plan = Plan(plan.fwd, *("shift" if f == "lax" else f for f in plan[1:]))
