@@ -306,8 +306,8 @@ def _choose_plan_cpu(g: _Geometry, library: str = "ynnpack") -> Plan:
     3x3 128->128 (28x28)      25 / 24 / 125         20 / 20 / 30
     3x3 256->256 (14x14)      21 / 22 / 47          21 / 21 / 26
     3x3 512->512 (7x7)        30 / 31 / 30          20 / 23 / 23
-    3x3 512->512 (2x2)        -                     **268 / 268** / 3
-    3x3/2 256->512 (4x4)      -                     1.5 / **59** / 1.7
+    3x3 512->512 (2x2)        cliff, as above       **268 / 268** / 3
+    3x3/2 256->512 (4x4)      cliff, as above       1.5 / **59** / 1.7
     ========================  ====================  ====================
 
     YNNPACK runs a 64-channel conv on 56x56 maps on one of the two cores; oneDNN uses both.
@@ -315,11 +315,13 @@ def _choose_plan_cpu(g: _Geometry, library: str = "ynnpack") -> Plan:
     under oneDNN they are left to the native kernel, and so is the stem's kernel gradient
     (82 ms, against 209 as im2col).  The native kernel *gradients* of the other convs are
     faster alone but not in the train step, where XLA transposes their activations (batch
-    norm and ReLU recomputed into each transpose): the ResNet-18 224x224 step at batch 32
-    took 1,865-2,001 ms with them against 1,726-1,838 ms with Winograd's and per-tap ones,
-    which the plan therefore keeps.  The cliffs (bold) are oneDNN's too, and keep their
-    matrix-product forms.  Whole step, same machine, four alternating runs each: 2,001-2,169
-    ms with YNNPACK against 1,678-1,830 ms with oneDNN, 14% less (``python -m
+    norm and ReLU recomputed into each transpose).  ResNet-18 224x224 step at batch 32, plan
+    as kept (Winograd and per-tap kernel gradients): 1,726-1,838 ms over four runs; every
+    kernel gradient native: 1,840-1,942 ms over three; the strided convs' ones native: 1,871
+    and 2,001 ms, in runs alternating with the kept plan's 1,765 and 1,838.  The cliffs
+    (bold) are oneDNN's too, and keep their matrix-product forms.  Whole step, same
+    machine, four alternating runs each: 2,001-2,169 ms with YNNPACK against 1,678-1,830 ms
+    with oneDNN, 14% less (``python -m
     jaxvision.benchmark --models resnet18 --resolutions 224 --modes train --steps 10
     --xla-cpu-conv ynnpack``, then ``onednn``).
 
