@@ -62,7 +62,8 @@ COLUMNS = [
     "infer_compile_s", "infer_step_ms", "infer_img_s", "infer_gflop_per_step",
     "infer_tflop_s", "infer_mfu", "peak_memory_mb",
     "torch_train_step_ms", "torch_infer_step_ms", "train_ratio_vs_torch",
-    "infer_ratio_vs_torch", "note",
+    "infer_ratio_vs_torch", "train_page_faults", "infer_page_faults",
+    "torch_train_page_faults", "torch_infer_page_faults", "note",
 ]
 _TABLE_COLUMNS = [
     ("model", "model"), ("batch", "batch"), ("height", "res"), ("dtype", "dtype"),
@@ -98,23 +99,43 @@ def _csv_list(s: str, cast: Callable = str) -> list:
     return [cast(v.strip()) for v in s.split(",") if v.strip()]
 
 
-def _time_steps(fns: Sequence[Callable[[], Any]], warmup: int, steps: int) -> list[float]:
-    """Median wall time (s) per function of ``steps`` calls after ``warmup`` calls.
+def _minor_faults() -> int | None:
+    """Minor page faults of this process so far (None where ``resource`` is unavailable)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def _time_steps(fns: Sequence[Callable[[], Any]], warmup: int,
+                steps: int) -> list[tuple[float, float | None]]:
+    """Per function, the median wall time (s) of ``steps`` calls after ``warmup`` calls and
+    the mean number of minor page faults per call (None where the OS does not count them).
 
     The functions are called in turn (a step of each, then the next step of each), so that
     on a shared, noisy machine they see the same load and their ratio stays meaningful.
-    Each function must block until its result is ready.
+    Each function must block until its result is ready.  Page faults are counted for the
+    whole process over each call: on a CPU backend they are the first touches of memory
+    the step's allocator has just mapped (XLA:CPU maps its temporary buffer afresh for
+    every execution), and each costs kernel time inside the step.
     """
     for _ in range(warmup):
         for fn in fns:
             fn()
     times = [[] for _ in fns]
+    faults = [0 for _ in fns]
+    counted = _minor_faults() is not None
     for _ in range(steps):
-        for fn, ts in zip(fns, times):
+        for i, fn in enumerate(fns):
+            f0 = _minor_faults()
             t0 = time.perf_counter()
             fn()
-            ts.append(time.perf_counter() - t0)
-    return [statistics.median(ts) for ts in times]
+            times[i].append(time.perf_counter() - t0)
+            if counted:
+                faults[i] += _minor_faults() - f0
+    return [(statistics.median(ts), f / steps if counted else None)
+            for ts, f in zip(times, faults)]
 
 
 def _flops(program) -> float | None:
@@ -483,10 +504,12 @@ def _run(models: Sequence[str], batch_sizes: Sequence[int], resolutions: Sequenc
                         fns = [run_jax] + ([torch_fns[mode]] if mode in torch_fns else [])
                         log(f"[{'+'.join(['jaxvision', 'torch'][:len(fns)])}] {name} {mode}: "
                             f"{warmup} warm-up + {steps} timed steps")
-                        times = _time_steps(fns, warmup, steps)
-                        record(times[0])
-                        if len(times) > 1:
-                            row[f"torch_{mode}_step_ms"] = times[1] * 1e3
+                        timed = _time_steps(fns, warmup, steps)
+                        record(timed[0][0])
+                        row[f"{mode}_page_faults"] = timed[0][1]
+                        if len(timed) > 1:
+                            row[f"torch_{mode}_step_ms"] = timed[1][0] * 1e3
+                            row[f"torch_{mode}_page_faults"] = timed[1][1]
                         if profile:
                             where = os.path.join(
                                 profile, f"{name}_b{batch}_{height}_{dtype}_{mode}")

@@ -30,6 +30,7 @@ def test_csv_has_every_column(tmp_path, capsys, monkeypatch):
                 "train_gflop_per_step", "params"):
         assert float(row[key]) > 0, key
     assert float(row["train_img_s"]) == pytest.approx(2e3 / float(row["train_step_ms"]))
+    assert float(row["train_page_faults"]) >= 0 and float(row["infer_page_faults"]) >= 0
     # The train step does more work than inference (backward + update).
     assert float(row["train_gflop_per_step"]) > float(row["infer_gflop_per_step"])
     # The same counts from shapes alone (for step times measured elsewhere).
@@ -39,6 +40,24 @@ def test_csv_has_every_column(tmp_path, capsys, monkeypatch):
     table = capsys.readouterr().out
     for header in ("test_cnn", "train ms", "train img/s", "compile s", "train GFLOP"):
         assert header in table, header
+
+
+def test_time_steps_counts_page_faults_per_call():
+    """Each function's minor page faults are counted over its own calls: a call that maps and
+    fills 64 MiB afresh (above glibc's largest mmap threshold, so never reused) faults at
+    least once per 2 MiB even with transparent huge pages; a call that allocates nothing,
+    far less."""
+    import numpy as np
+
+    pytest.importorskip("resource")
+
+    def fill():
+        a = np.empty(16 << 20, np.float32)
+        a.fill(1.0)
+
+    (t_fill, f_fill), (t_noop, f_noop) = benchmark._time_steps([fill, lambda: None], 1, 3)
+    assert t_fill > 0 and t_noop >= 0
+    assert f_fill >= 32 and f_noop < f_fill / 4
 
 
 def test_json_and_torch_comparison(tmp_path):
