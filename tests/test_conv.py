@@ -450,6 +450,7 @@ def test_configure_cpu_convolutions(monkeypatch):
     monkeypatch.delenv(conv_impl.LIBRARY_ENV_VAR, raising=False)
     monkeypatch.setattr(conv_impl, "_backends_started", lambda: False)
     monkeypatch.setattr(conv_impl, "cpu_vendor", lambda: "intel")
+    monkeypatch.setattr(conv_impl, "_jaxlib_version", lambda: (0, 10, 2))
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
     assert conv_impl.cpu_conv_library() == "ynnpack"
     # auto: oneDNN on Intel, appended after the user's own flags, once.
@@ -475,6 +476,14 @@ def test_configure_cpu_convolutions(monkeypatch):
     mine = "--xla_cpu_experimental_onednn_fusion_type=dot"
     monkeypatch.setenv("XLA_FLAGS", mine)
     assert configure("onednn") == "ynnpack" and os.environ["XLA_FLAGS"] == mine
+    # A jaxlib that would abort on the flags keeps XLA's default; asking for oneDNN says why.
+    monkeypatch.setenv("XLA_FLAGS", "")
+    monkeypatch.setattr(conv_impl, "_jaxlib_version", lambda: (0, 8, 0))
+    assert configure() == "ynnpack" and os.environ["XLA_FLAGS"] == ""
+    with pytest.raises(RuntimeError, match=r"needs jaxlib >= 0\.10\.0.*installed jaxlib: 0\.8\.0"):
+        configure("onednn")
+    assert os.environ["XLA_FLAGS"] == ""
+    monkeypatch.setattr(conv_impl, "_jaxlib_version", lambda: (0, 10, 2))
     # Once JAX's backends run, the flags can no longer take effect.
     monkeypatch.setattr(conv_impl, "_backends_started", lambda: True)
     monkeypatch.setenv("XLA_FLAGS", "")

@@ -49,7 +49,9 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import importlib.metadata
 import os
+import re
 from typing import NamedTuple
 
 import jax
@@ -150,6 +152,19 @@ ONEDNN_XLA_FLAGS = ("--xla_cpu_experimental_onednn_fusion_type=individual_convol
                     "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution")
 LIBRARY_ENV_VAR = "JAXVISION_XLA_CPU_CONV"
 LIBRARIES = ("auto", "onednn", "ynnpack")
+# XLA aborts the process on a flag it does not know.  jaxlib 0.8.2 is the first with both
+# flags and the individual-convolution fusion; the oneDNN path was measured and tested with
+# 0.10, so older jaxlibs keep XLA's default.
+ONEDNN_MIN_JAXLIB = (0, 10, 0)
+
+
+def _jaxlib_version() -> tuple[int, ...] | None:
+    """The installed jaxlib's (major, minor, patch), read without starting JAX."""
+    try:
+        match = re.match(r"(\d+)\.(\d+)\.(\d+)", importlib.metadata.version("jaxlib"))
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    return tuple(int(v) for v in match.groups()) if match else None
 
 
 def cpu_conv_library() -> str:
@@ -176,6 +191,8 @@ def configure_cpu_convolutions(choice: str | None = None) -> str:
     ``'auto'``): ``'onednn'`` appends :data:`ONEDNN_XLA_FLAGS` to ``XLA_FLAGS``;
     ``'ynnpack'`` leaves XLA's default; ``'auto'`` picks oneDNN on Intel CPUs, where it
     measured faster (module docstring of :func:`_choose_plan_cpu`), and YNNPACK elsewhere.
+    oneDNN needs jaxlib >= :data:`ONEDNN_MIN_JAXLIB` (``auto`` keeps XLA's default on an
+    older one, an explicit ``'onednn'`` is refused with a RuntimeError).
     ``XLA_FLAGS`` that already name either fusion type are the user's choice and are left
     alone.  Returns the library in effect (:func:`cpu_conv_library`).  The command-line
     entry points (training, evaluation, benchmark) call this first; a program importing
@@ -189,6 +206,15 @@ def configure_cpu_convolutions(choice: str | None = None) -> str:
     user_set = any(f.split("=")[0] in flags for f in ONEDNN_XLA_FLAGS)
     want = choice == "onednn" or (choice == "auto" and cpu_vendor() == "intel")
     if not want or user_set:
+        return cpu_conv_library()
+    version = _jaxlib_version()
+    if version is None or version < ONEDNN_MIN_JAXLIB:
+        if choice == "onednn":
+            need = ".".join(map(str, ONEDNN_MIN_JAXLIB))
+            have = ".".join(map(str, version)) if version else "not found"
+            raise RuntimeError(
+                f"{LIBRARY_ENV_VAR}=onednn needs jaxlib >= {need} (the XLA:CPU flags of "
+                f"ONEDNN_XLA_FLAGS); installed jaxlib: {have}")
         return cpu_conv_library()
     if _backends_started():
         if choice == "onednn":
