@@ -2,6 +2,7 @@
 and in both gradients, over strides, paddings, kernel sizes, groups, dilations and dtypes."""
 import functools
 import os
+import platform
 
 import chex
 import flax.linen as nn
@@ -545,8 +546,9 @@ def _onednn_case_outputs() -> dict:
     return out
 
 
-@pytest.mark.skipif(conv_impl.cpu_vendor() != "intel",
-                    reason="oneDNN convolutions are chosen on Intel CPUs only")
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64")
+                    or (conv_impl._jaxlib_version() or (0,)) < conv_impl.ONEDNN_MIN_JAXLIB,
+                    reason="XLA:CPU's oneDNN convolutions: x86-64 and a recent jaxlib only")
 def test_onednn_convolutions_match_the_default_library(tmp_path):
     """A process whose XLA:CPU runs convolutions in oneDNN computes the same values and
     gradients (conv passes under the CPU plan, a WRN's loss gradient) as this one."""
