@@ -53,8 +53,10 @@ def driver_cmd(workdir, overrides: dict, devices=1, sleep=0.0, extra=()):
 
 
 def run_driver(workdir, overrides: dict, devices=1, sleep=0.0, timeout=300, check=True):
+    # faulthandler: a driver killed by a signal leaves its Python stack in stderr.
     proc = subprocess.run(driver_cmd(workdir, overrides, devices, sleep), capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout,
+                          env={**os.environ, "PYTHONFAULTHANDLER": "1"})
     if check and proc.returncode != 0:
         raise AssertionError(f"driver failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc
