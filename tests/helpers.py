@@ -1,6 +1,7 @@
 """Shared helpers for the training tests."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -52,11 +53,18 @@ def driver_cmd(workdir, overrides: dict, devices=1, sleep=0.0, extra=()):
             str(devices), "--sleep", str(sleep), *extra]
 
 
-def run_driver(workdir, overrides: dict, devices=1, sleep=0.0, timeout=300, check=True):
-    # faulthandler: a driver killed by a signal leaves its Python stack in stderr.
-    proc = subprocess.run(driver_cmd(workdir, overrides, devices, sleep), capture_output=True,
-                          text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONFAULTHANDLER": "1"})
+def run_driver(workdir, overrides: dict, devices=1, sleep=0.0, timeout=300, check=True,
+               signal_retries=0):
+    """Run the training driver in a process of its own.  ``signal_retries``: a run killed
+    by a signal is started afresh (its workdir removed) up to that many more times."""
+    for attempt in range(signal_retries + 1):
+        # faulthandler: a driver killed by a signal leaves its Python stack in stderr.
+        proc = subprocess.run(driver_cmd(workdir, overrides, devices, sleep),
+                              capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, "PYTHONFAULTHANDLER": "1"})
+        if proc.returncode >= 0 or attempt == signal_retries:
+            break
+        shutil.rmtree(workdir, ignore_errors=True)
     if check and proc.returncode != 0:
         raise AssertionError(f"driver failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc
