@@ -2,11 +2,12 @@
 
     python experiments/conv_passes.py --shapes 32x56x64x64,32x14x256x256 \
         [--forms lax,winograd2,winograd4] [--kernel 3] [--stride 1] [--padding P] \
-        [--repeats 3] [--loop STEPS]
+        [--groups G|depthwise] [--repeats 3] [--loop STEPS]
 
 A shape ``NxHxCxO`` is a batch of N square HxH maps with C input and O output channels;
 the kernel is square with "same"-style padding ``(k - 1) // 2`` unless ``--padding`` says
-otherwise.  For each formulation the forward pass, the input gradient and the kernel
+otherwise; ``--groups`` makes it a grouped conv (``depthwise``: one group per input
+channel).  For each formulation the forward pass, the input gradient and the kernel
 gradient are compiled separately and timed (milliseconds, best of ``--repeats`` after one
 warm-up) on the default device.  These are the measurements behind the thresholds of
 ``conv_impl._choose_plan_cpu``; numbers from one process are comparable with each other,
@@ -39,23 +40,26 @@ def best_ms(fn, *args, repeats: int) -> float:
     return min(times) * 1e3
 
 
-def _inputs(shape, kernel):
+def _inputs(shape, kernel, groups=1):
     n, h, c, o = shape
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((n, h, h, c)), jnp.float32)
-    w = jnp.asarray(rng.standard_normal((kernel, kernel, c, o)) / np.sqrt(kernel * kernel * c),
+    cg = c // groups
+    w = jnp.asarray(rng.standard_normal((kernel, kernel, cg, o)) / np.sqrt(kernel * kernel * cg),
                     jnp.float32)
     return rng, x, w
 
 
-def pass_times(shape, form: str, kernel: int, stride: int, repeats: int, padding=None):
-    rng, x, w = _inputs(shape, kernel)
+def pass_times(shape, form: str, kernel: int, stride: int, repeats: int, padding=None,
+               groups: int = 1):
+    rng, x, w = _inputs(shape, kernel, groups)
     p = (kernel - 1) // 2 if padding is None else padding
     plan = Plan(form, form, form)
 
     def conv(a, b):
         return conv_general_dilated(a, b, (stride, stride), ((p, p), (p, p)),
-                                    dimension_numbers=("NHWC", "HWIO", "NHWC"), impl=plan)
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"), impl=plan,
+                                    feature_group_count=groups)
 
     ct = jnp.asarray(rng.standard_normal(jax.eval_shape(conv, x, w).shape), jnp.float32)
     fwd = jax.jit(conv)
@@ -99,6 +103,7 @@ def main(argv=None) -> None:
     ap.add_argument("--kernel", type=int, default=3)
     ap.add_argument("--stride", type=int, default=1)
     ap.add_argument("--padding", type=int, default=None)
+    ap.add_argument("--groups", default="1", help="feature groups, or 'depthwise'")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--loop", type=int, default=0, metavar="STEPS")
     args = ap.parse_args(argv)
@@ -129,8 +134,12 @@ def main(argv=None) -> None:
                                     args.padding)
                 cells.append(f"{form} {sc:.1f} / {un:.1f}")
                 continue
+            groups = shape[2] if args.groups == "depthwise" else int(args.groups)
+            if shape[2] % groups or shape[3] % groups:
+                ap.error(f"--groups {args.groups}: {groups} does not divide the channels of "
+                         f"{'x'.join(map(str, shape))}")
             f, d, w = pass_times(shape, form, args.kernel, args.stride, args.repeats,
-                                 args.padding)
+                                 args.padding, groups)
             cells.append(f"{form} {f:.1f} / {d:.1f} / {w:.1f}")
         print("x".join(map(str, shape)) + ": " + " | ".join(cells), flush=True)
 

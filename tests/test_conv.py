@@ -280,6 +280,54 @@ def _geometry(h, c, o, k, s):
                                (1, 1), 1)
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("k,stride,padding,mult", [
+    (7, 1, "SAME", 1), (3, 2, ((0, 2), (1, 0)), 2), (5, 1, ((-1, 3), (2, 2)), 3)])
+def test_depthwise_tapwise_form(dtype, k, stride, padding, mult):
+    """Depthwise convs (one input channel per group, any channel multiplier) under the
+    "shift" plan: broadcast multiplies per tap, the kernel gradient summed image by image."""
+    _check((3, 9, 8, 5), (k, k, 1, 5 * mult), (stride, stride), padding, groups=5,
+           plan=Plan("shift", "shift", "shift"), dtype=dtype)
+
+
+def test_depthwise_forward_mode_and_second_order():
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.standard_normal((2, 7, 6, 4)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((3, 3, 1, 8)), jnp.float32)
+    kw = dict(dimension_numbers=NHWC, feature_group_count=4, precision="highest")
+    ours = lambda a, b: conv_general_dilated(  # noqa: E731
+        a, b, (1, 2), "SAME", impl=Plan("shift", "shift", "shift"), **kw)
+    ref = lambda a, b: lax.conv_general_dilated(a, b, (1, 2), "SAME", **kw)  # noqa: E731
+    tangents = (x[::-1], w * 0.5)
+    chex.assert_trees_all_close(jax.jvp(ours, (x, w), tangents),
+                                jax.jvp(ref, (x, w), tangents), rtol=1e-5, atol=1e-4)
+
+    def grad_of_grad(conv):  # d/dw of |d/dx sum(conv^2)|^2: transposes the scan twice.
+        return jax.grad(lambda b: jnp.sum(jax.grad(
+            lambda a: jnp.sum(conv(a, b) ** 2))(x) ** 2))(w)
+    chex.assert_trees_all_close(grad_of_grad(ours), grad_of_grad(ref), rtol=1e-4, atol=1e-3)
+
+
+def test_depthwise_kernel_gradient_keeps_no_per_tap_copies():
+    """The image-by-image kernel gradient saves the input, not its KH*KW shifted views: the
+    compiled gradient's temporary memory stays a few input sizes for a 7x7 kernel (the
+    per-tap copies would take 49)."""
+    x = jnp.ones((8, 24, 24, 16), jnp.float32)
+    w = jnp.ones((7, 7, 1, 16), jnp.float32)
+
+    def loss(a, b):
+        y = conv_general_dilated(a, b, (1, 1), "SAME", dimension_numbers=NHWC,
+                                 feature_group_count=16, impl=Plan("shift", "shift", "shift"))
+        return jnp.sum(jnp.tanh(y))
+    compiled = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(x, w).compile()
+    mem = compiled.memory_analysis()
+    if mem is None:
+        pytest.skip("this backend reports no memory analysis")
+    assert mem.temp_size_in_bytes < 8 * x.nbytes, (mem.temp_size_in_bytes, x.nbytes)
+    text = str(jax.make_jaxpr(jax.grad(loss, argnums=1))(x, w))
+    assert "scan" in text and "conv_general_dilated" not in text
+
+
 def test_plan_choice(monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", "")  # XLA's default convolution library (YNNPACK)
     lax_only = Plan("lax", "lax", "lax")
@@ -310,6 +358,14 @@ def test_plan_choice(monkeypatch):
         assert conv_impl.conv_plan(tiny, "auto", platform) == lax_only
         assert conv_impl.conv_plan(big, "auto", platform) == lax_only
     assert conv_impl.conv_plan(tiny, "lax", "cpu") == lax_only
+    # Depthwise convs (ConvNeXt's 7x7) run tap by tap on the CPU; other grouped convs keep
+    # the native kernel.
+    dw = _geometry(56, 96, 96, 7, 1)._replace(groups=96)
+    for library in ("ynnpack", "onednn"):
+        assert conv_impl._choose_plan_cpu(dw, library) == Plan("shift", "shift", "shift")
+        assert conv_impl._choose_plan_cpu(dw._replace(o=192), library).wgrad == "shift"
+        assert conv_impl._choose_plan_cpu(dw._replace(groups=48), library) == lax_only
+    assert conv_impl.conv_plan(dw, "auto", "gpu") == lax_only
     assert conv_impl.conv_plan(big, "matmul", "gpu") == Plan("im2col", "im2col", "im2col")
 
     # Strided convs whose output map is narrower than the kernel (CapsNet's 9x9/2 primary
@@ -414,8 +470,14 @@ def test_conv_passes_script(capsys):
     mod.main(["--shapes", "2x6x4x4", "--loop", "2", "--forms", "lax,auto", "--repeats", "1"])
     out = capsys.readouterr().out.splitlines()
     assert "lax.scan / unrolled" in out[0] and out[1].count("/") == 2
+    mod.main(["--shapes", "2x6x4x8", "--kernel", "3", "--groups", "depthwise",
+              "--forms", "lax,shift", "--repeats", "1"])
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].startswith("2x6x4x8: lax ") and "| shift " in out[1]
     with pytest.raises(SystemExit):
         mod.main(["--shapes", "2x6x4x4", "--forms", "auto"])  # auto only with --loop
+    with pytest.raises(SystemExit):
+        mod.main(["--shapes", "2x6x4x6", "--groups", "4", "--forms", "lax"])
 
 
 ONEDNN_ENV = " ".join(conv_impl.ONEDNN_XLA_FLAGS)
