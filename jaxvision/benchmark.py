@@ -589,7 +589,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="sets JAXVISION_CONV_IMPL for this run")
     p.add_argument("--xla-cpu-conv", choices=["auto", "onednn", "ynnpack"], default=None,
                    help="library XLA:CPU runs convolutions with (default: "
-                        "JAXVISION_XLA_CPU_CONV, else auto: oneDNN on Intel CPUs)")
+                        "JAXVISION_XLA_CPU_CONV, else auto: oneDNN on Intel and AMD CPUs)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU only: torch.set_num_threads(N); N=1 also makes XLA:CPU "
                         "single-threaded (a steadier comparison on a loaded machine)")

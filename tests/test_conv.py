@@ -522,8 +522,13 @@ def test_configure_cpu_convolutions(monkeypatch):
     assert flags == ["--xla_force_host_platform_device_count=2", *conv_impl.ONEDNN_XLA_FLAGS]
     assert conv_impl.cpu_conv_library() == "onednn"
     assert configure() == "onednn" and os.environ["XLA_FLAGS"].split() == flags
-    # auto elsewhere leaves XLA's default; an explicit choice or the variable overrides it.
+    # ... and on AMD; auto elsewhere (another maker, a CPU that is not x86) leaves XLA's
+    # default; an explicit choice or the variable overrides it.
     monkeypatch.setattr(conv_impl, "cpu_vendor", lambda: "amd")
+    monkeypatch.setenv("XLA_FLAGS", "")
+    assert configure() == "onednn" and os.environ["XLA_FLAGS"].split() == list(
+        conv_impl.ONEDNN_XLA_FLAGS)
+    monkeypatch.setattr(conv_impl, "cpu_vendor", lambda: "other")
     monkeypatch.setenv("XLA_FLAGS", "")
     assert configure() == "ynnpack" and os.environ["XLA_FLAGS"] == ""
     assert configure("onednn") == "onednn" and conv_impl.cpu_conv_library() == "onednn"

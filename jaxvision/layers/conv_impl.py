@@ -189,8 +189,8 @@ def configure_cpu_convolutions(choice: str | None = None) -> str:
 
     ``choice`` (default: the ``JAXVISION_XLA_CPU_CONV`` environment variable, else
     ``'auto'``): ``'onednn'`` appends :data:`ONEDNN_XLA_FLAGS` to ``XLA_FLAGS``;
-    ``'ynnpack'`` leaves XLA's default; ``'auto'`` picks oneDNN on Intel CPUs, where it
-    measured faster (module docstring of :func:`_choose_plan_cpu`), and YNNPACK elsewhere.
+    ``'ynnpack'`` leaves XLA's default; ``'auto'`` picks oneDNN on Intel and AMD CPUs, where
+    it measured faster (docstring of :func:`_choose_plan_cpu`), and YNNPACK elsewhere.
     oneDNN needs jaxlib >= :data:`ONEDNN_MIN_JAXLIB` (``auto`` keeps XLA's default on an
     older one, an explicit ``'onednn'`` is refused with a RuntimeError).
     ``XLA_FLAGS`` that already name either fusion type are the user's choice and are left
@@ -204,7 +204,7 @@ def configure_cpu_convolutions(choice: str | None = None) -> str:
         raise ValueError(f"{LIBRARY_ENV_VAR}={choice!r} is not one of {', '.join(LIBRARIES)}")
     flags = os.environ.get("XLA_FLAGS", "")
     user_set = any(f.split("=")[0] in flags for f in ONEDNN_XLA_FLAGS)
-    want = choice == "onednn" or (choice == "auto" and cpu_vendor() == "intel")
+    want = choice == "onednn" or (choice == "auto" and cpu_vendor() in ("intel", "amd"))
     if not want or user_set:
         return cpu_conv_library()
     version = _jaxlib_version()
@@ -319,7 +319,7 @@ def _choose_plan_cpu(g: _Geometry, library: str = "ynnpack") -> Plan:
     224x224), so it is used on Intel CPUs only (:func:`cpu_vendor`).
 
     With ``library='onednn'`` XLA:CPU runs the native convolutions with oneDNN instead of
-    YNNPACK (:func:`configure_cpu_convolutions`, the default on Intel CPUs).  On the Intel
+    YNNPACK (:func:`configure_cpu_convolutions`, the default on Intel and AMD CPUs).  On the Intel
     Xeon above, batch 32, wall ms forward / input-grad / kernel-grad of the native kernel
     (``XLA_FLAGS="<ONEDNN_XLA_FLAGS>" python experiments/conv_passes.py ...``; YNNPACK's from
     the same command without the flags):
