@@ -319,8 +319,8 @@ def _choose_plan_cpu(g: _Geometry, library: str = "ynnpack") -> Plan:
     224x224), so it is used on Intel CPUs only (:func:`cpu_vendor`).
 
     With ``library='onednn'`` XLA:CPU runs the native convolutions with oneDNN instead of
-    YNNPACK (:func:`configure_cpu_convolutions`, the default on Intel and AMD CPUs).  On the Intel
-    Xeon above, batch 32, wall ms forward / input-grad / kernel-grad of the native kernel
+    YNNPACK (:func:`configure_cpu_convolutions`, the default on Intel and AMD CPUs).  On the
+    Intel Xeon above, batch 32, wall ms forward / input-grad / kernel-grad of the native kernel
     (``XLA_FLAGS="<ONEDNN_XLA_FLAGS>" python experiments/conv_passes.py ...``; YNNPACK's from
     the same command without the flags):
 
@@ -563,9 +563,9 @@ def _depthwise_by_image(x, w, g: _Geometry, preferred):
     accumulates ``dw[t, g, k] += sum_pixels x_t[g] ct[g, k]`` image by image, so that the
     per-tap reductions re-read one image's input and output gradient from cache instead of
     the whole batch from memory (ConvNeXt-T's 7x7 96-channel conv on 56x56 maps, batch 16,
-    AMD EPYC: 88-177 ms over runs, against 313-374 ms for the same reductions over the whole batch);
-    the rematerialisation keeps the images themselves as the only residuals, not their
-    KH*KW shifted views.
+    AMD EPYC: 88-177 ms over runs, against 313-374 ms for the same reductions over the
+    whole batch); the rematerialisation keeps the images themselves as the only residuals,
+    not their KH*KW shifted views.
     """
     g1 = g._replace(n=1)
 
