@@ -111,6 +111,14 @@ def main(argv=None) -> None:
     bad = [f for f in forms if f not in _FORMS + (("auto",) if args.loop else ())]
     if bad:
         ap.error(f"unknown formulation(s) {bad}; choose from {list(_FORMS)}")
+    if args.groups != "depthwise" and not (args.groups.isdigit() and int(args.groups) > 0):
+        ap.error(f"--groups {args.groups!r} is neither a positive integer nor 'depthwise'")
+    if args.loop and args.groups != "1":
+        ap.error("--loop times ungrouped convs")
+
+    def groups_of(shape):
+        return shape[2] if args.groups == "depthwise" else int(args.groups)
+
     shapes = []
     for s in args.shapes.split(","):
         try:
@@ -119,6 +127,9 @@ def main(argv=None) -> None:
             ap.error(f"shape {s!r} is not NxHxCxO")
         if len(shapes[-1]) != 4:
             ap.error(f"shape {s!r} is not NxHxCxO")
+        groups = groups_of(shapes[-1])
+        if shapes[-1][2] % groups or shapes[-1][3] % groups:
+            ap.error(f"--groups {args.groups}: {groups} does not divide the channels of {s}")
     if args.loop:
         if args.stride != 1:
             ap.error("--loop times stride-1 convs")
@@ -134,12 +145,8 @@ def main(argv=None) -> None:
                                     args.padding)
                 cells.append(f"{form} {sc:.1f} / {un:.1f}")
                 continue
-            groups = shape[2] if args.groups == "depthwise" else int(args.groups)
-            if shape[2] % groups or shape[3] % groups:
-                ap.error(f"--groups {args.groups}: {groups} does not divide the channels of "
-                         f"{'x'.join(map(str, shape))}")
             f, d, w = pass_times(shape, form, args.kernel, args.stride, args.repeats,
-                                 args.padding, groups)
+                                 args.padding, groups_of(shape))
             cells.append(f"{form} {f:.1f} / {d:.1f} / {w:.1f}")
         print("x".join(map(str, shape)) + ": " + " | ".join(cells), flush=True)
 

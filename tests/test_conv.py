@@ -476,8 +476,10 @@ def test_conv_passes_script(capsys):
     assert out[1].startswith("2x6x4x8: lax ") and "| shift " in out[1]
     with pytest.raises(SystemExit):
         mod.main(["--shapes", "2x6x4x4", "--forms", "auto"])  # auto only with --loop
-    with pytest.raises(SystemExit):
-        mod.main(["--shapes", "2x6x4x6", "--groups", "4", "--forms", "lax"])
+    for bad in (["--groups", "4"], ["--groups", "0"], ["--groups", "two"],
+                ["--groups", "depthwise", "--loop", "2"]):
+        with pytest.raises(SystemExit):
+            mod.main(["--shapes", "2x6x4x6", "--forms", "lax", *bad])
 
 
 ONEDNN_ENV = " ".join(conv_impl.ONEDNN_XLA_FLAGS)

@@ -522,26 +522,23 @@ def _fwd_matmul(x, w, g: _Geometry, form: str, precision, preferred):
             # (G, M, Og): batch over groups, contract taps and group channels.
             y = _mm(p, wk, ((1, 3), (0, 1)), ((2,), (2,)), precision, preferred)
             y = jnp.transpose(y, (1, 0, 2)).reshape(m, g.o)
-    elif cg == 1 and gr > 1:
+    else:
         # Depthwise (one input channel per group): each tap is a broadcast multiply, and
         # XLA fuses all of them into one loop over the output.
-        acc = _acc_dtype(x.dtype, preferred)
-        y = None
-        for t, xt in enumerate(_taps(x, g)):
-            yt = (xt.reshape(m, gr, 1).astype(acc) * wk[t, 0].astype(acc)).reshape(m, g.o)
-            y = yt if y is None else y + yt
-        y = y.astype(preferred or x.dtype)
-    else:
+        acc = _acc_dtype(x.dtype, preferred) if depthwise(g) else None
         y = None
         for t, xt in enumerate(_taps(x, g)):
             xt = xt.reshape(m, gr, cg)
-            if gr == 1:
+            if acc is not None:
+                yt = (xt.astype(acc) * wk[t, 0].astype(acc)).reshape(m, g.o)
+            elif gr == 1:
                 yt = _mm(xt.reshape(m, cg), wk[t, :, 0], ((1,), (0,)),
                          precision=precision, preferred=preferred)
             else:
                 yt = _mm(xt, wk[t], ((2,), (0,)), ((1,), (1,)), precision, preferred)
                 yt = jnp.transpose(yt, (1, 0, 2)).reshape(m, g.o)
             y = yt if y is None else y + yt
+        y = y.astype(preferred or x.dtype)  # a no-op but for the depthwise accumulation
     return y.reshape(g.n, g.ho, g.wo, g.o)
 
 
