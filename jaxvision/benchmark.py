@@ -199,21 +199,25 @@ def _peak_memory_mb(device) -> float | None:
 
 def device_name(device) -> str:
     """The device's kind; for a CPU, ``cpu: <model name> (<N> cores), <library>
-    convolutions``, since XLA calls every CPU just ``cpu``, CPU timings differ widely between
-    processor models, and XLA:CPU can run convolutions with either of two libraries
-    (:func:`jaxvision.layers.conv_impl.configure_cpu_convolutions`)."""
+    convolutions, <allocator>``, since XLA calls every CPU just ``cpu``, CPU timings
+    differ widely between processor models, XLA:CPU can run convolutions with either of two
+    libraries (:func:`jaxvision.layers.conv_impl.configure_cpu_convolutions`), and the C
+    allocator changes the step time (:mod:`jaxvision.allocator`)."""
     kind = getattr(device, "device_kind", str(device))
     if getattr(device, "platform", "") != "cpu":
         return kind
     import platform
 
+    from jaxvision.allocator import allocator_name
     from jaxvision.layers.conv_impl import cpu_conv_library, cpuinfo_field
     model = cpuinfo_field("model name") or platform.processor() or platform.machine()
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count()
-    return f"{kind}: {model} ({cores} cores), {cpu_conv_library()} convolutions"
+    malloc = allocator_name()
+    return (f"{kind}: {model} ({cores} cores), {cpu_conv_library()} convolutions, "
+            + ("C library malloc" if malloc == "system" else malloc))
 
 
 def peak_tflops(device_kind: str, dtype: str) -> float | None:
@@ -642,7 +646,10 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
 
 
 def cli() -> None:
-    """Console-script entry point (``jaxvision-benchmark``)."""
+    """Console-script entry point (``jaxvision-benchmark``, ``python -m jaxvision.benchmark``):
+    re-executed under tcmalloc where it is installed (:mod:`jaxvision.allocator`)."""
+    from jaxvision.allocator import reexec_with_allocator
+    reexec_with_allocator()
     main()
 
 

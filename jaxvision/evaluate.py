@@ -175,6 +175,9 @@ def ensemble(workdirs, crops: str | None = None, dataset=None, batch_size: int |
 
 
 def cli(argv=None):
+    if argv is None:  # a command line, not a call from a program
+        from jaxvision.allocator import reexec_with_allocator
+        reexec_with_allocator()  # tcmalloc where installed: jaxvision/allocator.py
     from absl import app, flags
 
     flags.DEFINE_list("workdirs", None, "Training workdirs whose newest checkpoints to combine.")

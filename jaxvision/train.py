@@ -546,6 +546,9 @@ def _preemption_notice(step: int) -> bool:
 # -------------------------------------------------------------------------------------------
 
 def cli(argv=None):
+    if argv is None:  # a command line, not a call from a program
+        from jaxvision.allocator import reexec_with_allocator
+        reexec_with_allocator()  # tcmalloc where installed: jaxvision/allocator.py
     from absl import app, flags
     from ml_collections import config_flags
 

@@ -25,7 +25,8 @@ def test_csv_has_every_column(tmp_path, capsys, monkeypatch):
     assert ENV_VAR not in os.environ  # --conv-impl applies to the benchmark only
     assert (row["height"], row["width"]) == ("28", "28")  # the model's registered size
     assert row["backend"] == "cpu" and row["device"].startswith("cpu: ")
-    assert " cores), " in row["device"] and row["device"].endswith(" convolutions")
+    assert " cores), " in row["device"] and " convolutions, " in row["device"]
+    assert row["device"].endswith(" malloc")
     for key in ("train_step_ms", "train_img_s", "train_compile_s", "infer_step_ms",
                 "train_gflop_per_step", "params"):
         assert float(row[key]) > 0, key
