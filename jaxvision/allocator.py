@@ -4,11 +4,10 @@ XLA:CPU gives each execution of a compiled program one buffer for all its interm
 and frees it when the execution ends.  For a train step that buffer is large (1,276 MB for
 the ResNet-18 224x224 batch-32 step), far above the 32 MB up to which glibc's ``malloc``
 keeps freed memory for reuse, so every step maps it afresh and the kernel zeroes it page by
-page as the step first touches it: 340,000 page faults per step, about 0.7 s of a 2.9 s
-step on a 2-core AMD EPYC.  tcmalloc keeps the freed buffer and hands it back the next step
-(fewer than 1,000 faults per step after the first).  PyTorch, whose tensors are separate
-allocations below that threshold, is not affected (its step time was the same under both
-allocators, ``README.md``, "Results").
+page as the step first touches it: 342,000 page faults per step.  tcmalloc keeps the freed
+buffer and hands it back the next step (about 500 faults per step after the first): on a
+2-core AMD EPYC that step took 2.2 s instead of 3.1 s.  PyTorch's step, whose tensors are
+separate allocations, faulted less under glibc and gained less (``README.md``, "Results").
 
 The allocator has to be chosen before the process starts (``LD_PRELOAD``), so the
 command-line entry points (``jaxvision-train``, ``-evaluate``, ``-benchmark`` and their

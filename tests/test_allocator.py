@@ -20,7 +20,7 @@ def _libs(tmp_path, *names):
 
 
 def _maps(tmp_path, *libs):
-    p = tmp_path / "maps"
+    p = tmp_path / ("maps_" + "_".join(libs))
     p.write_text("".join(f"7f00-7f01 r-xp 00000000 08:01 42 /usr/lib/{lib}\n" for lib in libs)
                  + "7ffd-7ffe rw-p 00000000 00:00 0 [stack]\n")
     return str(p)
@@ -57,9 +57,7 @@ def test_preload_target_decisions(tmp_path):
     assert target(LINUX, platform="darwin") is None
     assert target({MARK_VAR: "auto"}) is None  # re-executed once already: never loop
     assert target(LINUX, d=[str(tmp_path / "nowhere")]) is None  # not installed
-    jemalloc = str(tmp_path / "jm_maps")
-    os.rename(_maps(tmp_path, "libjemalloc.so.2"), jemalloc)
-    assert target(LINUX, maps=jemalloc) is None  # the user preloaded their own
+    assert target(LINUX, maps=_maps(tmp_path, "libjemalloc.so.2")) is None  # the user preloaded their own
     # An explicit library is preloaded unless LD_PRELOAD already has it.
     lib = tmp_path / "libmine.so"
     lib.write_bytes(b"\x7fELF")
