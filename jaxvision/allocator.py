@@ -85,6 +85,11 @@ def _choice(environ: Mapping[str, str]) -> tuple[str, bool]:
     return (value if explicit else value.lower()), explicit
 
 
+def _preloaded(environ: Mapping[str, str]) -> list[str]:
+    """The libraries ``LD_PRELOAD`` names (separated by spaces or colons, as ld.so reads it)."""
+    return environ.get("LD_PRELOAD", "").replace(":", " ").split()
+
+
 def preload_target(environ: Mapping[str, str] | None = None,
                    platform: str | None = None, maps_path: str = "/proc/self/maps",
                    dirs: Sequence[str] | None = None) -> str | None:
@@ -104,8 +109,8 @@ def preload_target(environ: Mapping[str, str] | None = None,
     if environ.get(MARK_VAR):
         return None  # already re-executed once; never loop
     if explicit:
-        preloaded = environ.get("LD_PRELOAD", "").replace(":", " ").split()
-        return None if os.path.abspath(choice) in map(os.path.abspath, preloaded) else choice
+        preloaded = map(os.path.abspath, _preloaded(environ))
+        return None if os.path.abspath(choice) in preloaded else choice
     if mapped_allocator(maps_path) is not None:
         return None  # the user preloaded an allocator of their own
     return find_tcmalloc(dirs)
@@ -128,7 +133,7 @@ def reexec_with_allocator(argv: Sequence[str] | None = None) -> None:
         return
     argv = list(sys.orig_argv if argv is None else argv)
     env = dict(os.environ)
-    env["LD_PRELOAD"] = " ".join([target, *env.get("LD_PRELOAD", "").replace(":", " ").split()])
+    env["LD_PRELOAD"] = " ".join([target, *_preloaded(env)])
     env[MARK_VAR] = "explicit" if _choice(env)[1] else "auto"
     sys.stdout.flush()
     sys.stderr.flush()

@@ -57,7 +57,8 @@ def test_preload_target_decisions(tmp_path):
     assert target(LINUX, platform="darwin") is None
     assert target({MARK_VAR: "auto"}) is None  # re-executed once already: never loop
     assert target(LINUX, d=[str(tmp_path / "nowhere")]) is None  # not installed
-    assert target(LINUX, maps=_maps(tmp_path, "libjemalloc.so.2")) is None  # the user preloaded their own
+    # The user preloaded an allocator of their own.
+    assert target(LINUX, maps=_maps(tmp_path, "libjemalloc.so.2")) is None
     # An explicit library is preloaded unless LD_PRELOAD already has it.
     lib = tmp_path / "libmine.so"
     lib.write_bytes(b"\x7fELF")
