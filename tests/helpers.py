@@ -1,6 +1,7 @@
 """Shared helpers for the training tests."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -66,7 +67,11 @@ def run_driver(workdir, overrides: dict, devices=1, sleep=0.0, timeout=300, chec
             break
         shutil.rmtree(workdir, ignore_errors=True)
     if check and proc.returncode != 0:
-        raise AssertionError(f"driver failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        # XLA's fatal and error log lines come before the Python stacks of every thread,
+        # which fill the tail, so they are quoted on their own.
+        xla_log = [line for line in proc.stderr.splitlines() if re.match(r"[FE]\d{4} ", line)]
+        raise AssertionError(f"driver failed ({proc.returncode}):\n"
+                             + "\n".join(xla_log[-10:]) + f"\n...\n{proc.stderr[-3000:]}")
     return proc
 
 

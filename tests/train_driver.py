@@ -25,7 +25,11 @@ def main():
     ap.add_argument("--num-processes", type=int)
     ap.add_argument("--process-id", type=int)
     args = ap.parse_args()
-    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
+    # the device count is the driver's; other flags (conftest's collective timeout) carry over
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
+             if not f.startswith("--xla_force_host_platform_device_count")]
+    os.environ["XLA_FLAGS"] = " ".join(
+        [*flags, f"--xla_force_host_platform_device_count={args.devices}"])
     os.environ["JAX_PLATFORMS"] = "cpu"
     import jax
 
