@@ -2,14 +2,16 @@
 
     python experiments/conv_passes.py --shapes 32x56x64x64,32x14x256x256 \
         [--forms lax,winograd2,winograd4] [--kernel 3] [--stride 1] [--padding P] \
-        [--groups G|depthwise] [--repeats 3] [--loop STEPS]
+        [--groups G|depthwise] [--repeats 3] [--interleave] [--loop STEPS]
 
 A shape ``NxHxCxO`` is a batch of N square HxH maps with C input and O output channels;
 the kernel is square with "same"-style padding ``(k - 1) // 2`` unless ``--padding`` says
 otherwise; ``--groups`` makes it a grouped conv (``depthwise``: one group per input
 channel).  For each formulation the forward pass, the input gradient and the kernel
 gradient are compiled separately and timed (milliseconds, best of ``--repeats`` after one
-warm-up) on the default device.  These are the measurements behind the thresholds of
+warm-up) on the default device; with ``--interleave`` every pass of every form is compiled
+first and then timed in turn for ``--repeats`` rounds, and the median is reported, which is
+steadier on a shared machine.  These are the measurements behind the thresholds of
 ``conv_impl._choose_plan_cpu``; numbers from one process are comparable with each other,
 not with another machine's.
 
@@ -52,6 +54,33 @@ def _inputs(shape, kernel, groups=1):
 
 def pass_times(shape, form: str, kernel: int, stride: int, repeats: int, padding=None,
                groups: int = 1):
+    return tuple(best_ms(fn, *a, repeats=repeats)
+                 for fn, a in pass_fns(shape, form, kernel, stride, padding, groups))
+
+
+def interleaved_times(shape, forms, kernel: int, stride: int, repeats: int, padding=None,
+                      groups: int = 1) -> dict:
+    """{form: (forward, input-grad, kernel-grad)} medians in ms of ``repeats`` rounds, each
+    round timing every pass of every form once, so that a slow spell of a shared machine
+    falls on all forms alike rather than on whichever form it ran during."""
+    fns = {form: pass_fns(shape, form, kernel, stride, padding, groups) for form in forms}
+    for passes in fns.values():
+        for fn, a in passes:
+            jax.block_until_ready(fn(*a))
+    times = {form: [[], [], []] for form in forms}
+    for _ in range(repeats):
+        for k in range(3):
+            for form, passes in fns.items():
+                fn, a = passes[k]
+                t0 = time.perf_counter()
+                jax.block_until_ready(fn(*a))
+                times[form][k].append((time.perf_counter() - t0) * 1e3)
+    return {form: tuple(float(np.median(t)) for t in ts) for form, ts in times.items()}
+
+
+def pass_fns(shape, form: str, kernel: int, stride: int, padding=None, groups: int = 1):
+    """The compiled forward, input-gradient and kernel-gradient passes, each with its
+    arguments."""
     rng, x, w = _inputs(shape, kernel, groups)
     p = (kernel - 1) // 2 if padding is None else padding
     plan = Plan(form, form, form)
@@ -65,8 +94,7 @@ def pass_times(shape, form: str, kernel: int, stride: int, repeats: int, padding
     fwd = jax.jit(conv)
     dgrad = jax.jit(lambda a, b, g: jax.vjp(lambda a: conv(a, b), a)[1](g)[0])
     wgrad = jax.jit(lambda a, b, g: jax.vjp(lambda b: conv(a, b), b)[1](g)[0])
-    return (best_ms(fwd, x, w, repeats=repeats), best_ms(dgrad, x, w, ct, repeats=repeats),
-            best_ms(wgrad, x, w, ct, repeats=repeats))
+    return (fwd, (x, w)), (dgrad, (x, w, ct)), (wgrad, (x, w, ct))
 
 
 def loop_times(shape, form: str, kernel: int, steps: int, repeats: int, padding=None):
@@ -106,6 +134,8 @@ def main(argv=None) -> None:
     ap.add_argument("--groups", default="1", help="feature groups, or 'depthwise'")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--loop", type=int, default=0, metavar="STEPS")
+    ap.add_argument("--interleave", action="store_true",
+                    help="time the forms in turn, --repeats rounds, and report medians")
     args = ap.parse_args(argv)
     forms = args.forms.split(",")
     bad = [f for f in forms if f not in _FORMS + (("auto",) if args.loop else ())]
@@ -130,6 +160,8 @@ def main(argv=None) -> None:
         groups = groups_of(shapes[-1])
         if shapes[-1][2] % groups or shapes[-1][3] % groups:
             ap.error(f"--groups {args.groups}: {groups} does not divide the channels of {s}")
+    if args.loop and args.interleave:
+        ap.error("--interleave times the three passes, not --loop")
     if args.loop:
         if args.stride != 1:
             ap.error("--loop times stride-1 convs")
@@ -139,7 +171,14 @@ def main(argv=None) -> None:
         print(f"device: {jax.devices()[0].device_kind}; ms forward / input-grad / kernel-grad")
     for shape in shapes:
         cells = []
-        for form in forms:
+        if args.interleave:
+            medians = interleaved_times(shape, forms, args.kernel, args.stride, args.repeats,
+                                        args.padding, groups_of(shape))
+            cells = [f"{form} {f:.1f} / {d:.1f} / {w:.1f}" for form, (f, d, w) in medians.items()]
+            forms_left = []
+        else:
+            forms_left = forms
+        for form in forms_left:
             if args.loop:
                 sc, un = loop_times(shape, form, args.kernel, args.loop, args.repeats,
                                     args.padding)

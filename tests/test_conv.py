@@ -455,7 +455,8 @@ def test_flax_conv_equals_nn_conv(monkeypatch, impl):
 
 
 def test_conv_passes_script(capsys):
-    """experiments/conv_passes.py times every pass, with explicit padding, and the loop mode."""
+    """experiments/conv_passes.py times every pass, with explicit padding, forms in turn
+    (--interleave), and the loop mode."""
     import importlib.util
     import os
     path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "experiments",
@@ -474,8 +475,15 @@ def test_conv_passes_script(capsys):
               "--forms", "lax,shift", "--repeats", "1"])
     out = capsys.readouterr().out.splitlines()
     assert out[1].startswith("2x6x4x8: lax ") and "| shift " in out[1]
+    mod.main(["--shapes", "2x6x4x4", "--forms", "lax,winograd2", "--repeats", "2",
+              "--interleave"])
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].startswith("2x6x4x4: lax ") and "| winograd2 " in out[1]
+    assert out[1].count("/") == 4
     with pytest.raises(SystemExit):
         mod.main(["--shapes", "2x6x4x4", "--forms", "auto"])  # auto only with --loop
+    with pytest.raises(SystemExit):
+        mod.main(["--shapes", "2x6x4x4", "--loop", "2", "--interleave"])
     for bad in (["--groups", "4"], ["--groups", "0"], ["--groups", "two"],
                 ["--groups", "depthwise", "--loop", "2"]):
         with pytest.raises(SystemExit):
@@ -486,17 +494,32 @@ ONEDNN_ENV = " ".join(conv_impl.ONEDNN_XLA_FLAGS)
 
 
 def test_plan_choice_with_onednn_convolutions(monkeypatch):
-    """With XLA:CPU's convolutions in oneDNN the native kernel keeps the forward and input
-    gradient of stride-1 3x3 convs and the stem's kernel gradient; Winograd keeps the
-    kernel gradients and the cliffs keep their matrix-product forms."""
+    """With XLA:CPU's convolutions in oneDNN, stride-1 3x3 convs of at least 1G
+    multiply-adds and 128 channels run Winograd F(4x4) where its tiles fit the map, F(2x2)
+    elsewhere, but for the input gradient of maps under 14x14; the native kernel keeps the
+    forward and input gradient of the others, Winograd the kernel gradient of those of
+    14x14 and up; the stem keeps the native kernel and the cliffs keep their
+    matrix-product forms."""
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2 " + ONEDNN_ENV)
     monkeypatch.setattr(conv_impl, "cpu_vendor", lambda: "intel")
     assert conv_impl.cpu_conv_library() == "onednn"
     lax_only = Plan("lax", "lax", "lax")
+    # ResNet-18's stride-1 3x3 convs at 224x224 (batch 32) ...
     assert conv_impl.conv_plan(_geometry(56, 64, 64, 3, 1), "auto", "cpu") == Plan(
         "lax", "lax", "winograd4")
     assert conv_impl.conv_plan(_geometry(28, 128, 128, 3, 1), "auto", "cpu") == Plan(
+        "winograd4", "winograd4", "winograd4")
+    assert conv_impl.conv_plan(_geometry(14, 256, 256, 3, 1), "auto", "cpu") == Plan(
+        "winograd2", "winograd2", "winograd4")
+    assert conv_impl.conv_plan(_geometry(7, 512, 512, 3, 1), "auto", "cpu") == Plan(
+        "winograd2", "lax", "winograd4")
+    # ... WRN-28-10's at 32x32 ...
+    assert conv_impl.conv_plan(_geometry(8, 640, 640, 3, 1), "auto", "cpu") == Plan(
+        "winograd4", "lax", "winograd4")
+    # ... and at 64x64 (0.3G multiply-adds): the native forward and input gradient.
+    assert conv_impl.conv_plan(_geometry(16, 64, 64, 3, 1), "auto", "cpu") == Plan(
         "lax", "lax", "winograd4")
+    assert conv_impl.conv_plan(_geometry(8, 128, 128, 3, 1), "auto", "cpu") == lax_only
     assert conv_impl.conv_plan(_geometry(224, 3, 64, 7, 2), "auto", "cpu") == lax_only
     assert conv_impl.conv_plan(_geometry(2, 512, 512, 3, 1), "auto", "cpu")[:2] == (
         "im2col", "im2col")

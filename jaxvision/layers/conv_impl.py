@@ -337,9 +337,38 @@ def _choose_plan_cpu(g: _Geometry, library: str = "ynnpack") -> Plan:
     ========================  ====================  ====================
 
     YNNPACK runs a 64-channel conv on 56x56 maps on one of the two cores; oneDNN uses both.
-    Winograd F(4x4)'s forward and input gradient (44 / 42 ms at 56x56) no longer pay, so
-    under oneDNN they are left to the native kernel, and so is the stem's kernel gradient
-    (82 ms, against 209 as im2col).  The native kernel *gradients* of the other convs are
+    Winograd F(4x4)'s forward and input gradient (44 / 42 ms at 56x56) no longer pay there,
+    so under oneDNN they are left to the native kernel, and so is the stem's kernel gradient
+    (82 ms, against 209 as im2col).  With more channels they still pay, because oneDNN's
+    direct convolution runs near the two cores' peak and only Winograd's fewer multiplies
+    beat it.  AMD EPYC (Zen 4, 2 cores), oneDNN, tcmalloc, batch 32, wall ms forward /
+    input-grad / kernel-grad, medians of 7 rounds (``XLA_FLAGS="<ONEDNN_XLA_FLAGS>" python
+    experiments/conv_passes.py --shapes 32x56x64x64,...,32x8x640x640 --forms
+    lax,winograd2,winograd4 --repeats 7 --interleave``):
+
+    ========================  ====================  ====================  ====================
+    conv (input map)          lax                   winograd2             winograd4
+    ========================  ====================  ====================  ====================
+    3x3 64->64 (56x56)        44.6 / 43.1 / 59.6    42.3 / 42.2 / 85.9    44.9 / 42.3 / 63.4
+    3x3 128->128 (28x28)      40.0 / 41.3 / 44.3    31.4 / 29.5 / 32.9    25.3 / 23.4 / 26.0
+    3x3 256->256 (14x14)      40.1 / 40.1 / 42.2    22.8 / 25.3 / 28.1    39.2 / 48.8 / 25.4
+    3x3 512->512 (7x7)        37.1 / 41.7 / 37.2    25.2 / 56.2 / 31.9    26.4 / 115 / 23.8
+    3x3 160->160 (32x32)      79.2 / 79.8 / 99.8    59.7 / 54.6 / 62.7    50.1 / 48.5 / 50.6
+    3x3 320->320 (16x16)      73.1 / 75.0 / 79.6    44.4 / 47.0 / 44.5    30.3 / 34.3 / 31.2
+    3x3 640->640 (8x8)        77.1 / 80.4 / 75.5    40.9 / 54.4 / 42.6    32.5 / 72.1 / 38.4
+    ========================  ====================  ====================  ====================
+
+    So under oneDNN, convs of at least ``onednn_winograd_min_macs`` multiply-adds and
+    ``onednn_winograd_min_channels`` channels run F(4x4) where its 4x4 output tiles fit the
+    map (F(4x4) on 14x14 maps computes 16x16) and F(2x2) elsewhere, forward and input
+    gradient, except the input gradient of maps under 14x14, and F(4x4) for the kernel
+    gradient.  The per-pass gains shrink in the whole step (the transforms compete with
+    batch norm for memory bandwidth): ResNet-18's train step at 224x224 went from 2,096-2,137
+    ms to 1,916-2,077 ms (1.16-1.23x PyTorch's to 1.09-1.13x) in three runs of each plan,
+    alternating, and its compile time from 11-12 s to 23-26 s (``python -m
+    jaxvision.benchmark --models resnet18 --resolutions 224 --batch-sizes 32 --compare torch
+    --modes train --steps 10 --warmup 3``).  At 64x64 (0.3G multiply-adds per conv) the
+    gains are a millisecond or two, not worth the compile time.  The native kernel *gradients* of the other convs are
     faster alone but not in the train step, where XLA transposes their activations (batch
     norm and ReLU recomputed into each transpose).  ResNet-18 224x224 step at batch 32, plan
     as kept (Winograd and per-tap kernel gradients): 1,726-1,838 ms over four runs; every
@@ -405,13 +434,23 @@ def _choose_plan_cpu(g: _Geometry, library: str = "ynnpack") -> Plan:
     if (g.c <= _TABLE["stem_max_channels"] and taps >= _TABLE["stem_min_taps"]
             and max(g.strides) > 1 and cpu_vendor() == "intel" and not onednn):
         wgrad = "im2col"
-    if (winograd_applies(g) and min(g.ho, g.wo) >= _TABLE["winograd_min_side"]
+    side = min(g.ho, g.wo)
+    if (winograd_applies(g) and side >= _TABLE["winograd_min_side"]
             and macs >= _TABLE["winograd_min_macs"]):
         wgrad = "winograd4"
         if (_TABLE["winograd_min_channels"] <= min(g.c, g.o)
                 and max(g.c, g.o) <= _TABLE["winograd_max_channels"] and not onednn):
             fwd = "winograd4" if fwd == "lax" else fwd
             dgrad = "winograd4" if dgrad == "lax" else dgrad
+    if (onednn and winograd_applies(g) and side >= _TABLE["onednn_winograd_min_side"]
+            and macs >= _TABLE["onednn_winograd_min_macs"]
+            and min(g.c, g.o) >= _TABLE["onednn_winograd_min_channels"]):
+        # F(4x4) where its 4x4 output tiles fit the map exactly, F(2x2) elsewhere.
+        form = "winograd4" if g.ho % 4 == 0 and g.wo % 4 == 0 else "winograd2"
+        wgrad = "winograd4"
+        fwd = form if fwd == "lax" else fwd
+        if side >= _TABLE["winograd_min_side"]:
+            dgrad = form if dgrad == "lax" else dgrad
     return Plan(fwd, dgrad, wgrad)
 
 
@@ -427,6 +466,9 @@ _TABLE = {
     "winograd_min_macs": 250_000_000,
     "winograd_min_channels": 32,
     "winograd_max_channels": 160,
+    "onednn_winograd_min_side": 7,
+    "onednn_winograd_min_macs": 1_000_000_000,
+    "onednn_winograd_min_channels": 128,
     "stem_max_channels": 4,
     "stem_min_taps": 49,
 }
