@@ -367,8 +367,11 @@ def _choose_plan_cpu(g: _Geometry, library: str = "ynnpack") -> Plan:
     ms to 1,916-2,077 ms (1.16-1.23x PyTorch's to 1.09-1.13x) in three runs of each plan,
     alternating, and its compile time from 11-12 s to 23-26 s (``python -m
     jaxvision.benchmark --models resnet18 --resolutions 224 --batch-sizes 32 --compare torch
-    --modes train --steps 10 --warmup 3``).  At 64x64 (0.3G multiply-adds per conv) the
-    gains are a millisecond or two, not worth the compile time.  The native kernel *gradients* of the other convs are
+    --modes train --steps 10 --warmup 3``).  For the same reason the large 64-channel convs
+    keep their native kernel gradient too (no faster alone as Winograd: 63 against 60 ms):
+    the step then took 1,893-1,962 ms against 1,967-2,114 ms (1.07-1.08x against 1.08-1.15x),
+    compiling in 20 s.  At 64x64 (0.3G multiply-adds per conv) the gains are a millisecond
+    or two, not worth the compile time, and the plan there is as before.  The native kernel *gradients* of the other convs are
     faster alone but not in the train step, where XLA transposes their activations (batch
     norm and ReLU recomputed into each transpose).  ResNet-18 224x224 step at batch 32, plan
     as kept (Winograd and per-tap kernel gradients): 1,726-1,838 ms over four runs; every
@@ -435,8 +438,11 @@ def _choose_plan_cpu(g: _Geometry, library: str = "ynnpack") -> Plan:
             and max(g.strides) > 1 and cpu_vendor() == "intel" and not onednn):
         wgrad = "im2col"
     side = min(g.ho, g.wo)
+    # Under oneDNN, large convs with few channels keep even their native kernel gradient.
+    onednn_native = (onednn and macs >= _TABLE["onednn_winograd_min_macs"]
+                     and min(g.c, g.o) < _TABLE["onednn_winograd_min_channels"])
     if (winograd_applies(g) and side >= _TABLE["winograd_min_side"]
-            and macs >= _TABLE["winograd_min_macs"]):
+            and macs >= _TABLE["winograd_min_macs"] and not onednn_native):
         wgrad = "winograd4"
         if (_TABLE["winograd_min_channels"] <= min(g.c, g.o)
                 and max(g.c, g.o) <= _TABLE["winograd_max_channels"] and not onednn):
