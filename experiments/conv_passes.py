@@ -174,11 +174,9 @@ def main(argv=None) -> None:
         if args.interleave:
             medians = interleaved_times(shape, forms, args.kernel, args.stride, args.repeats,
                                         args.padding, groups_of(shape))
-            cells = [f"{form} {f:.1f} / {d:.1f} / {w:.1f}" for form, (f, d, w) in medians.items()]
-            forms_left = []
-        else:
-            forms_left = forms
-        for form in forms_left:
+            cells = [f"{form} {f:.1f} / {d:.1f} / {w:.1f}"
+                     for form, (f, d, w) in medians.items()]
+        for form in [] if args.interleave else forms:
             if args.loop:
                 sc, un = loop_times(shape, form, args.kernel, args.loop, args.repeats,
                                     args.padding)

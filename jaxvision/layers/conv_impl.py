@@ -339,12 +339,25 @@ def _choose_plan_cpu(g: _Geometry, library: str = "ynnpack") -> Plan:
     YNNPACK runs a 64-channel conv on 56x56 maps on one of the two cores; oneDNN uses both.
     Winograd F(4x4)'s forward and input gradient (44 / 42 ms at 56x56) no longer pay there,
     so under oneDNN they are left to the native kernel, and so is the stem's kernel gradient
-    (82 ms, against 209 as im2col).  With more channels they still pay, because oneDNN's
-    direct convolution runs near the two cores' peak and only Winograd's fewer multiplies
-    beat it.  AMD EPYC (Zen 4, 2 cores), oneDNN, tcmalloc, batch 32, wall ms forward /
-    input-grad / kernel-grad, medians of 7 rounds (``XLA_FLAGS="<ONEDNN_XLA_FLAGS>" python
-    experiments/conv_passes.py --shapes 32x56x64x64,...,32x8x640x640 --forms
-    lax,winograd2,winograd4 --repeats 7 --interleave``):
+    (82 ms, against 209 as im2col).  The native kernel *gradients* of the other convs are
+    faster alone but not in the train step, where XLA transposes their activations (batch
+    norm and ReLU recomputed into each transpose).  ResNet-18 224x224 step at batch 32, plan
+    as kept (Winograd and per-tap kernel gradients): 1,726-1,838 ms over four runs; every
+    kernel gradient native: 1,840-1,942 ms over three; the strided convs' ones native: 1,871
+    and 2,001 ms, in runs alternating with the kept plan's 1,765 and 1,838.  The cliffs
+    (bold) are oneDNN's too, and keep their matrix-product forms.  Whole step, same
+    machine, four alternating runs each: 2,001-2,169 ms with YNNPACK against 1,678-1,830 ms
+    with oneDNN, 14% less (``python -m
+    jaxvision.benchmark --models resnet18 --resolutions 224 --modes train --steps 10
+    --xla-cpu-conv ynnpack``, then ``onednn``).
+
+    With 128 channels and more, Winograd's forward and input gradient do beat oneDNN's:
+    its direct convolution runs near the two cores' peak, and only Winograd's fewer
+    multiplies get under it.  AMD EPYC (Zen 4, 2 cores), oneDNN, tcmalloc, batch 32, wall
+    ms forward / input-grad / kernel-grad, medians of 7 rounds
+    (``XLA_FLAGS="<ONEDNN_XLA_FLAGS>" python experiments/conv_passes.py --shapes
+    32x56x64x64,...,32x8x640x640 --forms lax,winograd2,winograd4 --repeats 7
+    --interleave``):
 
     ========================  ====================  ====================  ====================
     conv (input map)          lax                   winograd2             winograd4
@@ -371,17 +384,7 @@ def _choose_plan_cpu(g: _Geometry, library: str = "ynnpack") -> Plan:
     keep their native kernel gradient too (no faster alone as Winograd: 63 against 60 ms):
     the step then took 1,893-1,962 ms against 1,967-2,114 ms (1.07-1.08x against 1.08-1.15x),
     compiling in 20 s.  At 64x64 (0.3G multiply-adds per conv) the gains are a millisecond
-    or two, not worth the compile time, and the plan there is as before.  The native kernel *gradients* of the other convs are
-    faster alone but not in the train step, where XLA transposes their activations (batch
-    norm and ReLU recomputed into each transpose).  ResNet-18 224x224 step at batch 32, plan
-    as kept (Winograd and per-tap kernel gradients): 1,726-1,838 ms over four runs; every
-    kernel gradient native: 1,840-1,942 ms over three; the strided convs' ones native: 1,871
-    and 2,001 ms, in runs alternating with the kept plan's 1,765 and 1,838.  The cliffs
-    (bold) are oneDNN's too, and keep their matrix-product forms.  Whole step, same
-    machine, four alternating runs each: 2,001-2,169 ms with YNNPACK against 1,678-1,830 ms
-    with oneDNN, 14% less (``python -m
-    jaxvision.benchmark --models resnet18 --resolutions 224 --modes train --steps 10
-    --xla-cpu-conv ynnpack``, then ``onednn``).
+    or two, not worth the compile time, and the plan there is as before.
 
     ``_TABLE`` holds the thresholds.  Grouped convs keep ``lax``: their matmul form is a
     batched GEMM of tiny matrices.  Depthwise ones (a single input channel per group) are
