@@ -1,26 +1,28 @@
 """Test setup: 8 simulated CPU devices, set before jax is imported anywhere."""
-import importlib.metadata
 import os
-import re
 
 # XLA's default optimisation level on purpose: with LLVM -O0 codegen
 # (--xla_backend_optimization_level=0), an 8-device training step intermittently aborts in
 # the in-process all-reduce rendezvous (a participant never arrives) on a 2-core machine.
-_flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
-# XLA:CPU aborts the process when a device has waited 40 s in a collective's rendezvous for
-# another device's thread.  On a loaded 2-core machine (two test workers, each running
-# 8-device training drivers) a thread can be starved that long: a clean-clone CI run lost a
-# 2-device driver to this SIGABRT in an eval step.  The tests give collectives the drivers'
-# own 300 s limit instead.  The flag is jaxlib >= 0.10's (unknown flags abort XLA too).
-if tuple(int(v) for v in re.findall(r"\d+", importlib.metadata.version("jaxlib"))[:2]) >= (0, 10):
-    _flags += " --xla_cpu_collective_call_terminate_timeout_seconds=300"
-os.environ["XLA_FLAGS"] = _flags.strip()
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                           + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Entry points called in-process (the benchmark's main) keep XLA's default convolution
 # library, whichever test touches JAX first; tests of the oneDNN setting start processes
 # of their own.
 os.environ.setdefault("JAXVISION_XLA_CPU_CONV", "ynnpack")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+# XLA:CPU aborts the process when a device has waited 40 s in a collective's rendezvous for
+# another device's thread.  On a loaded 2-core machine (two test workers, each running
+# 8-device training drivers) a thread can be starved that long: a clean-clone CI run lost a
+# 2-device driver to this SIGABRT in an eval step.  The tests give collectives the drivers'
+# own 300 s limit instead.  The flag is jaxlib >= 0.10's (unknown flags abort XLA too).
+# XLA reads its flags when the first backend starts, so importing jaxvision first is fine.
+from jaxvision.layers.conv_impl import _jaxlib_version  # noqa: E402
+
+if (_jaxlib_version() or (0,)) >= (0, 10):
+    os.environ["XLA_FLAGS"] += " --xla_cpu_collective_call_terminate_timeout_seconds=300"
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

@@ -441,18 +441,17 @@ def _choose_plan_cpu(g: _Geometry, library: str = "ynnpack") -> Plan:
             and max(g.strides) > 1 and cpu_vendor() == "intel" and not onednn):
         wgrad = "im2col"
     side = min(g.ho, g.wo)
-    # Under oneDNN, large convs with few channels keep even their native kernel gradient.
-    onednn_native = (onednn and macs >= _TABLE["onednn_winograd_min_macs"]
-                     and min(g.c, g.o) < _TABLE["onednn_winograd_min_channels"])
+    # Under oneDNN the large convs have a rule of their own (below); with few channels they
+    # keep even their native kernel gradient.
+    onednn_large = onednn and macs >= _TABLE["onednn_winograd_min_macs"]
     if (winograd_applies(g) and side >= _TABLE["winograd_min_side"]
-            and macs >= _TABLE["winograd_min_macs"] and not onednn_native):
+            and macs >= _TABLE["winograd_min_macs"] and not onednn_large):
         wgrad = "winograd4"
         if (_TABLE["winograd_min_channels"] <= min(g.c, g.o)
                 and max(g.c, g.o) <= _TABLE["winograd_max_channels"] and not onednn):
             fwd = "winograd4" if fwd == "lax" else fwd
             dgrad = "winograd4" if dgrad == "lax" else dgrad
-    if (onednn and winograd_applies(g) and side >= _TABLE["onednn_winograd_min_side"]
-            and macs >= _TABLE["onednn_winograd_min_macs"]
+    if (onednn_large and winograd_applies(g) and side >= _TABLE["onednn_winograd_min_side"]
             and min(g.c, g.o) >= _TABLE["onednn_winograd_min_channels"]):
         # F(4x4) where its 4x4 output tiles fit the map exactly, F(2x2) elsewhere.
         form = "winograd4" if g.ho % 4 == 0 and g.wo % 4 == 0 else "winograd2"
