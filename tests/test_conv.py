@@ -490,16 +490,51 @@ def test_conv_passes_script(capsys):
             mod.main(["--shapes", "2x6x4x6", "--forms", "lax", *bad])
 
 
+def test_plan_ab_script(capsys, monkeypatch):
+    """experiments/plan_ab.py traces each variant with its thresholds in place (here: one
+    that sends test_cnn's 3x3 convs to Winograd), restores them, times all in turn, and
+    refuses an unknown or non-numeric threshold before compiling anything."""
+    import importlib.util
+    import os
+    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "experiments",
+                        "plan_ab.py")
+    spec = importlib.util.spec_from_file_location("plan_ab", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    table = dict(conv_impl._TABLE)
+    seen = []
+    choose = conv_impl._choose_plan_cpu
+    monkeypatch.setattr(conv_impl, "_choose_plan_cpu",
+                        lambda g, lib="ynnpack": seen.append(choose(g, lib)) or seen[-1])
+    wino = "winograd_min_macs=0,winograd_min_side=1,winograd_min_channels=1,min_channels=1"
+    rows = mod.main(["--model", "test_cnn", "--resolution", "8", "--batch", "2",
+                     "--rounds", "2", "--variant", "", "--variant", wino])
+    assert conv_impl._TABLE == table
+    assert [r["variant"] for r in rows] == ["", wino] and rows[0]["ratio"] == 1.0
+    assert all(r["min_ms"] <= r["median_ms"] for r in rows)
+    half = len(seen) // 2
+    assert half and not any("winograd4" in p for p in seen[:half])
+    assert all(p.wgrad == "winograd4" for p in seen[half:])
+    out = capsys.readouterr().out
+    assert "ms per train step" in out and out.count(" x1.000 ") == 1
+    for bad, match in (("winograd_min_sides=3", "did you mean winograd_min_side"),
+                       ("winograd_min_side", "not KEY=VALUE"),
+                       ("winograd_min_side=big", "not a number")):
+        with pytest.raises(ValueError, match=match):
+            mod.main(["--resolution", "8", "--variant", bad])
+    assert conv_impl._TABLE == table
+
+
 ONEDNN_ENV = " ".join(conv_impl.ONEDNN_XLA_FLAGS)
 
 
 def test_plan_choice_with_onednn_convolutions(monkeypatch):
-    """With XLA:CPU's convolutions in oneDNN, stride-1 3x3 convs of at least 1G
-    multiply-adds and 128 channels run Winograd F(4x4) where its tiles fit the map, F(2x2)
-    elsewhere, but for the input gradient of maps under 14x14; those with fewer channels run
-    natively, the smaller ones (under 1G) with Winograd's kernel gradient on maps of 14x14
-    and up; the stem keeps the native kernel and the cliffs keep their matrix-product
-    forms."""
+    """With XLA:CPU's convolutions out of YNNPACK (the 'onednn' setting), stride-1 3x3 convs
+    of at least 1G multiply-adds and 128 channels run Winograd F(4x4) where its tiles fit
+    the map, F(2x2) elsewhere, but for the input gradient of maps under 14x14; those with
+    fewer channels run natively; the smaller ones (0.25G-1G) get Winograd's kernel gradient,
+    and on maps from 4x4 to 13x13 with 128 channels its forward pass too; the stem keeps the
+    native kernel and the cliffs keep their matrix-product forms."""
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2 " + ONEDNN_ENV)
     monkeypatch.setattr(conv_impl, "cpu_vendor", lambda: "intel")
     assert conv_impl.cpu_conv_library() == "onednn"
@@ -515,15 +550,36 @@ def test_plan_choice_with_onednn_convolutions(monkeypatch):
     # ... WRN-28-10's at 32x32 ...
     assert conv_impl.conv_plan(_geometry(8, 640, 640, 3, 1), "auto", "cpu") == Plan(
         "winograd4", "lax", "winograd4")
-    # ... and at 64x64 (0.3G multiply-adds): the native forward and input gradient.
+    # ... and ResNet-18's at 64x64 (0.3G multiply-adds): the native forward and input
+    # gradient on 16x16 maps; on the small maps Winograd forward (F(4x4) on 8x8, F(2x2) on
+    # 4x4) and kernel gradient, the native input gradient.
     assert conv_impl.conv_plan(_geometry(16, 64, 64, 3, 1), "auto", "cpu") == Plan(
         "lax", "lax", "winograd4")
-    assert conv_impl.conv_plan(_geometry(8, 128, 128, 3, 1), "auto", "cpu") == lax_only
+    assert conv_impl.conv_plan(_geometry(8, 128, 128, 3, 1), "auto", "cpu") == Plan(
+        "winograd4", "lax", "winograd4")
+    assert conv_impl.conv_plan(_geometry(4, 256, 256, 3, 1), "auto", "cpu") == Plan(
+        "winograd2", "lax", "winograd2")
+    assert conv_impl.conv_plan(_geometry(2, 512, 512, 3, 1), "auto", "cpu") == Plan(
+        "im2col", "im2col", "lax")
+    # A 7x7 map with fewer multiply-adds still gets F(4x4)'s kernel gradient; 64 channels
+    # get no Winograd forward, fewer no Winograd at all.
+    small7 = _geometry(7, 256, 256, 3, 1)._replace(n=16)
+    assert conv_impl.conv_plan(small7, "auto", "cpu") == Plan("winograd2", "lax", "winograd4")
+    assert conv_impl.conv_plan(_geometry(8, 64, 64, 3, 1)._replace(n=128), "auto",
+                               "cpu") == Plan("lax", "lax", "winograd4")
+    assert conv_impl.conv_plan(_geometry(8, 32, 32, 3, 1)._replace(n=512), "auto",
+                               "cpu") == lax_only
     assert conv_impl.conv_plan(_geometry(224, 3, 64, 7, 2), "auto", "cpu") == lax_only
-    assert conv_impl.conv_plan(_geometry(2, 512, 512, 3, 1), "auto", "cpu")[:2] == (
-        "im2col", "im2col")
-    assert conv_impl.conv_plan(_geometry(4, 256, 512, 3, 2), "auto", "cpu").dgrad == "im2col"
-    assert conv_impl.conv_plan(_geometry(56, 64, 128, 3, 2), "auto", "cpu").wgrad == "shift"
+    # Strided 3x3 convs of 0.1G-1G multiply-adds: per-tap GEMMs for both gradients (where
+    # the input gradient is not already a cliff's im2col); from 1G, for the kernel's only.
+    assert conv_impl.conv_plan(_geometry(16, 64, 128, 3, 2), "auto", "cpu") == Plan(
+        "lax", "shift", "shift")
+    assert conv_impl.conv_plan(_geometry(16, 64, 128, 3, 2)._replace(n=16), "auto",
+                               "cpu") == lax_only
+    assert conv_impl.conv_plan(_geometry(4, 256, 512, 3, 2), "auto", "cpu") == Plan(
+        "im2col", "im2col", "shift")
+    assert conv_impl.conv_plan(_geometry(56, 64, 128, 3, 2), "auto", "cpu") == Plan(
+        "lax", "lax", "shift")
     assert conv_impl.conv_plan(_geometry(56, 64, 128, 1, 2), "auto", "cpu") == Plan(
         "shift", "shift", "shift")
     assert conv_impl.conv_plan(_geometry(56, 64, 64, 3, 1), "auto", "gpu") == lax_only

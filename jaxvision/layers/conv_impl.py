@@ -146,8 +146,11 @@ def cpu_vendor() -> str:
                                                                "other")
 
 
-# XLA:CPU runs convolutions through YNNPACK by default; these flags hand them to oneDNN
-# instead (XLA's "individual convolution" library fusions), read when its CPU backend starts.
+# XLA:CPU runs convolutions through YNNPACK by default; these flags take them out of YNNPACK's
+# fusions and ask for oneDNN's, read when its CPU backend starts.  With jaxlib 0.10.2 what
+# then runs is XLA's own (Eigen) convolution kernel, whose matrix products call oneDNN's
+# sgemm (ONEDNN_VERBOSE=all logs gemm_api calls and no convolution primitive; the second
+# flag alone gives the same calls and times).  "oneDNN" in this module means that path.
 ONEDNN_XLA_FLAGS = ("--xla_cpu_experimental_onednn_fusion_type=individual_convolution",
                     "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution")
 LIBRARY_ENV_VAR = "JAXVISION_XLA_CPU_CONV"
@@ -318,8 +321,9 @@ def _choose_plan_cpu(g: _Geometry, library: str = "ynnpack") -> Plan:
     the tables above im2col was the slower (46 against 10 ms at 64x64, 618 against 340 ms at
     224x224), so it is used on Intel CPUs only (:func:`cpu_vendor`).
 
-    With ``library='onednn'`` XLA:CPU runs the native convolutions with oneDNN instead of
-    YNNPACK (:func:`configure_cpu_convolutions`, the default on Intel and AMD CPUs).  On the
+    With ``library='onednn'`` XLA:CPU runs the native convolutions outside YNNPACK, in its
+    Eigen kernel with oneDNN's sgemm (:data:`ONEDNN_XLA_FLAGS`,
+    :func:`configure_cpu_convolutions`, the default on Intel and AMD CPUs).  On the
     Intel Xeon above, batch 32, wall ms forward / input-grad / kernel-grad of the native kernel
     (``XLA_FLAGS="<ONEDNN_XLA_FLAGS>" python experiments/conv_passes.py ...``; YNNPACK's from
     the same command without the flags):
@@ -383,8 +387,41 @@ def _choose_plan_cpu(g: _Geometry, library: str = "ynnpack") -> Plan:
     --modes train --steps 10 --warmup 3``).  For the same reason the large 64-channel convs
     keep their native kernel gradient too (no faster alone as Winograd: 63 against 60 ms):
     the step then took 1,893-1,962 ms against 1,967-2,114 ms (1.07-1.08x against 1.08-1.15x),
-    compiling in 20 s.  At 64x64 (0.3G multiply-adds per conv) the gains are a millisecond
-    or two, not worth the compile time, and the plan there is as before.
+    compiling in 20 s.
+
+    At 64x64 input (0.3G multiply-adds per conv) the passes are a few milliseconds each, and
+    only the whole step, timed against the rule without the change in the same process,
+    shows what pays.  Per pass first (``XLA_FLAGS="<ONEDNN_XLA_FLAGS>" python
+    experiments/conv_passes.py --shapes 32x16x64x64,32x8x128x128,32x4x256x256 --forms
+    lax,winograd2,winograd4 --repeats 11 --interleave``, and ``--stride 2`` for the strided
+    rows; wall ms, medians, AMD EPYC, tcmalloc):
+
+    ========================  ====================  ====================  ====================
+    conv (input map)          lax                   winograd2 / shift     winograd4
+    ========================  ====================  ====================  ====================
+    3x3 64->64 (16x16)        4.0 / 3.8 / 7.0       4.6 / 4.4 / 5.7       4.1 / 4.3 / 4.1
+    3x3 128->128 (8x8)        5.1 / 5.0 / 5.9       6.0 / 5.8 / 4.5       3.8 / 5.3 / 3.9
+    3x3 256->256 (4x4)        3.2 / 4.0 / 3.4       2.0 / 4.8 / 2.4       3.7 / 10.5 / 4.2
+    3x3/2 64->128 (16x16)     2.2 / 2.5 / 2.9       shift: 3.3 / 2.5 / 3.2
+    ========================  ====================  ====================  ====================
+
+    The native kernel gradient pays for XLA's transposes of the activations (the batch
+    becomes the contraction), which in the train step also recompute batch norm and ReLU:
+    ``transpose_copy_fusion`` took 16 of the step's 185 ms (``experiments/trace_summary.py``).
+    So convs of at least ``winograd_min_macs`` with 64 channels on maps from
+    ``onednn_small_winograd_min_side`` (4x4) to 13x13 get Winograd's kernel gradient, F(4x4)
+    from 7x7 and F(2x2) below, and with 128 channels its forward pass too, F(4x4) where the
+    tiles fit a map of 8x8 or more and F(2x2) otherwise; strided 3x3 convs of
+    ``onednn_strided_shift_min_macs`` and up (under the 1G of the large rule) compute both
+    gradients tap by tap.  ResNet-18's 64x64 train step at batch 32, medians of 25 rounds,
+    the variants timed in turn (``python experiments/plan_ab.py --model resnet18
+    --resolution 64 --variant "onednn_small_winograd_min_side=99,onednn_strided_shift_min_macs=1e18"
+    --variant "" --variant ...``): 180.2 ms before, 161.7 ms with both (0.90x), 178.7 ms
+    without the small-map Winograd (0.99x), 165.6 ms without the per-tap gradients (0.92x);
+    compile time went from 6 s to 12 s.  The kernel gradient of the 2x2 maps' convs as one
+    GEMM, like their forward pass, made no difference (159.6 ms against 161.7).  At 224x224
+    the strided convs' input gradient tap by tap did not either (0.995x and 1.033x in two
+    runs), so the convs of 1G and up keep the native one.
 
     ``_TABLE`` holds the thresholds.  Grouped convs keep ``lax``: their matmul form is a
     batched GEMM of tiny matrices.  Depthwise ones (a single input channel per group) are
@@ -434,16 +471,20 @@ def _choose_plan_cpu(g: _Geometry, library: str = "ynnpack") -> Plan:
     wgrad = "lax"
     macs = g.n * g.ho * g.wo * g.c * g.o * taps
     onednn = library == "onednn"
-    if (max(g.strides) > 1 and taps == 9 and wide
-            and macs >= _TABLE["strided_wgrad_shift_min_macs"]):
-        wgrad = "shift"
+    # Under oneDNN the large convs have a rule of their own (below).
+    onednn_large = onednn and macs >= _TABLE["onednn_winograd_min_macs"]
+    if max(g.strides) > 1 and taps == 9 and wide:
+        if macs >= _TABLE["strided_wgrad_shift_min_macs"]:
+            wgrad = "shift"
+        if onednn and not onednn_large and macs >= _TABLE["onednn_strided_shift_min_macs"]:
+            wgrad = "shift"
+            dgrad = "shift" if dgrad == "lax" else dgrad
     if (g.c <= _TABLE["stem_max_channels"] and taps >= _TABLE["stem_min_taps"]
             and max(g.strides) > 1 and cpu_vendor() == "intel" and not onednn):
         wgrad = "im2col"
     side = min(g.ho, g.wo)
-    # Under oneDNN the large convs have a rule of their own (below); with few channels they
-    # keep even their native kernel gradient.
-    onednn_large = onednn and macs >= _TABLE["onednn_winograd_min_macs"]
+    # Under oneDNN the large convs skip this rule: with few channels they keep even their
+    # native kernel gradient.
     if (winograd_applies(g) and side >= _TABLE["winograd_min_side"]
             and macs >= _TABLE["winograd_min_macs"] and not onednn_large):
         wgrad = "winograd4"
@@ -459,6 +500,17 @@ def _choose_plan_cpu(g: _Geometry, library: str = "ynnpack") -> Plan:
         fwd = form if fwd == "lax" else fwd
         if side >= _TABLE["winograd_min_side"]:
             dgrad = form if dgrad == "lax" else dgrad
+    elif (onednn and not onednn_large and winograd_applies(g)
+          and min(g.c, g.o) >= _TABLE["min_channels"] and macs >= _TABLE["winograd_min_macs"]
+          and _TABLE["onednn_small_winograd_min_side"] <= side < _TABLE["winograd_min_side"]):
+        # Small maps (ResNet-18's 8x8 and 4x4 at 64x64 input): F(4x4) on maps of 8x8 and up
+        # whose tiles fit them, F(2x2) below, for the forward pass of convs with 128
+        # channels and more, F(4x4) / F(2x2) kernel gradients from 7x7 / 4x4; the input
+        # gradient stays native.
+        if min(g.c, g.o) >= _TABLE["onednn_winograd_min_channels"] and fwd == "lax":
+            fwd = ("winograd4" if side >= 8 and g.ho % 4 == 0 and g.wo % 4 == 0
+                   else "winograd2")
+        wgrad = "winograd4" if side >= _TABLE["onednn_winograd_min_side"] else "winograd2"
     return Plan(fwd, dgrad, wgrad)
 
 
@@ -477,6 +529,8 @@ _TABLE = {
     "onednn_winograd_min_side": 7,
     "onednn_winograd_min_macs": 1_000_000_000,
     "onednn_winograd_min_channels": 128,
+    "onednn_small_winograd_min_side": 4,
+    "onednn_strided_shift_min_macs": 100_000_000,
     "stem_max_channels": 4,
     "stem_min_taps": 49,
 }

@@ -1,0 +1,95 @@
+"""A model's train step under variants of the CPU convolution rule, timed in turn in one process.
+
+    python experiments/plan_ab.py --model resnet18 --resolution 64 [--batch 32] [--rounds 25] \
+        --variant "" \
+        --variant "onednn_small_winograd_min_side=99,onednn_strided_shift_min_macs=1e18"
+
+Each ``--variant`` is a comma-separated list of ``KEY=VALUE`` overrides of the thresholds in
+``conv_impl._TABLE`` (an empty string: the rule as it is); the first variant is the
+reference.  Every variant's train step (the benchmark's: forward, backward, SGD with
+momentum) is traced and compiled with its overrides in place, then all are run in turn,
+one step each per round, for ``--rounds`` rounds, and the median and minimum step time of
+each are printed with the ratio of its median to the reference's.  Timing the variants in
+turn in one process is what makes a few percent visible on a shared machine, where the
+same step timed in separate runs minutes apart varies by 5-10% (``README.md``, "Results").
+The library setting (``JAXVISION_XLA_CPU_CONV``) applies to all variants alike.
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import statistics
+import sys
+import time
+
+from jaxvision.layers import conv_impl
+
+
+def parse_variant(spec: str) -> dict:
+    """``"a=1,b=2e9"`` -> ``{"a": 1, "b": 2000000000}``, keys checked against ``_TABLE``."""
+    out = {}
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep:
+            raise ValueError(f"variant item {item!r} is not KEY=VALUE")
+        if key not in conv_impl._TABLE:
+            close = difflib.get_close_matches(key, conv_impl._TABLE, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ValueError(f"unknown threshold {key!r}{hint} (known: conv_impl._TABLE)")
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(f"threshold {key}={value!r} is not a number") from None
+        out[key] = int(number) if number.is_integer() else number
+    return out
+
+
+def main(argv=None) -> list[dict]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="resnet18")
+    ap.add_argument("--resolution", type=int, required=True)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=25)
+    ap.add_argument("--variant", action="append", required=True,
+                    help="comma-separated KEY=VALUE overrides of conv_impl._TABLE ('' = none)")
+    args = ap.parse_args(argv)
+    variants = [(spec, parse_variant(spec)) for spec in args.variant]  # errors before compiling
+    library = conv_impl.configure_cpu_convolutions()
+
+    from jaxvision import benchmark  # imports JAX, after the library flags are in place
+
+    table = dict(conv_impl._TABLE)
+    runs = []
+    for spec, overrides in variants:
+        conv_impl._TABLE.update(overrides)
+        try:
+            row, runners = benchmark._jax_setup(args.model, args.batch, args.resolution,
+                                                args.resolution, "float32", ["train"])
+        finally:
+            conv_impl._TABLE.clear()
+            conv_impl._TABLE.update(table)
+        run = runners["train"][0]
+        run()
+        print(f"[{spec or 'as is'}] compiled in {row['train_compile_s']:.1f} s", flush=True)
+        runs.append(run)
+    times = [[] for _ in runs]
+    for _ in range(args.rounds):
+        for i, run in enumerate(runs):
+            t0 = time.perf_counter()
+            run()
+            times[i].append((time.perf_counter() - t0) * 1e3)
+    print(f"{args.model}, batch {args.batch}, {args.resolution}x{args.resolution}, "
+          f"{library} convolutions, {args.rounds} rounds; ms per train step:")
+    ref = statistics.median(times[0])
+    results = []
+    for (spec, _), ts in zip(variants, times):
+        med = statistics.median(ts)
+        results.append({"variant": spec, "median_ms": med, "min_ms": min(ts),
+                        "ratio": med / ref})
+        print(f"  median {med:8.1f}  min {min(ts):8.1f}  x{med / ref:.3f}  {spec or 'as is'}")
+    return results
+
+
+if __name__ == "__main__":
+    sys.exit(main() and 0)
