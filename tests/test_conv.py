@@ -525,6 +525,28 @@ def test_plan_ab_script(capsys, monkeypatch):
     assert conv_impl._TABLE == table
 
 
+def test_conv_vs_torch_script(capsys):
+    """experiments/conv_vs_torch.py times each of ResNet-18's distinct convs per pass under
+    jaxvision's plan and PyTorch's conv2d, and sums them over the network."""
+    pytest.importorskip("torch")
+    import importlib.util
+    import os
+    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "experiments",
+                        "conv_vs_torch.py")
+    spec = importlib.util.spec_from_file_location("conv_vs_torch", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rows = mod.main(["--resolution", "32", "--batch", "2", "--repeats", "1"])
+    assert [r["count"] for r in rows] == [1, 4, 1, 1, 3, 1, 1, 3, 1, 1, 3]
+    assert rows[0]["conv"] == "7x7/2 3->64 (32x32)" and rows[-1]["conv"].endswith("(1x1)")
+    assert rows[3]["plan"] == ("shift", "shift", "shift")  # a strided 1x1 shortcut
+    assert all(len(r["jaxvision_ms"]) == 3 and min(r["jaxvision_ms"]) > 0 for r in rows)
+    out = capsys.readouterr().out
+    assert "sum (without the stem's input gradient)" in out and out.count(" plan ") == 11
+    with pytest.raises(SystemExit):
+        mod.main(["--resolution", "48"])
+
+
 ONEDNN_ENV = " ".join(conv_impl.ONEDNN_XLA_FLAGS)
 
 
