@@ -492,7 +492,7 @@ def test_conv_passes_script(capsys):
 
 def test_plan_ab_script(capsys, monkeypatch):
     """experiments/plan_ab.py traces each variant with its thresholds in place (here: one
-    that sends test_cnn's 3x3 convs to Winograd), restores them, times all in turn, and
+    that makes test_cnn's forward convs single GEMMs), restores them, times all in turn, and
     refuses an unknown or non-numeric threshold before compiling anything."""
     import importlib.util
     import os
@@ -506,15 +506,15 @@ def test_plan_ab_script(capsys, monkeypatch):
     choose = conv_impl._choose_plan_cpu
     monkeypatch.setattr(conv_impl, "_choose_plan_cpu",
                         lambda g, lib="ynnpack": seen.append(choose(g, lib)) or seen[-1])
-    wino = "winograd_min_macs=0,winograd_min_side=1,winograd_min_channels=1,min_channels=1"
+    gemm = "min_channels=1,fwd_max_out_positions=1e6"  # every forward pass one GEMM
     rows = mod.main(["--model", "test_cnn", "--resolution", "8", "--batch", "2",
-                     "--rounds", "2", "--variant", "", "--variant", wino])
+                     "--rounds", "2", "--variant", "", "--variant", gemm])
     assert conv_impl._TABLE == table
-    assert [r["variant"] for r in rows] == ["", wino] and rows[0]["ratio"] == 1.0
+    assert [r["variant"] for r in rows] == ["", gemm] and rows[0]["ratio"] == 1.0
     assert all(r["min_ms"] <= r["median_ms"] for r in rows)
     half = len(seen) // 2
-    assert half and not any("winograd4" in p for p in seen[:half])
-    assert all(p.wgrad == "winograd4" for p in seen[half:])
+    assert half and not any(p.fwd == "im2col" for p in seen[:half])
+    assert all(p.fwd == "im2col" for p in seen[half:])
     out = capsys.readouterr().out
     assert "ms per train step" in out and out.count(" x1.000 ") == 1
     for bad, match in (("winograd_min_sides=3", "did you mean winograd_min_side"),

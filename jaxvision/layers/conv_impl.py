@@ -416,12 +416,11 @@ def _choose_plan_cpu(g: _Geometry, library: str = "ynnpack") -> Plan:
     gradients tap by tap.  ResNet-18's 64x64 train step at batch 32, medians of 25 rounds,
     the variants timed in turn (``python experiments/plan_ab.py --model resnet18
     --resolution 64 --variant "onednn_small_winograd_min_side=99,onednn_strided_shift_min_macs=1e18"
-    --variant "" --variant ...``): 180.2 ms before, 161.7 ms with both (0.90x), 178.7 ms
-    without the small-map Winograd (0.99x), 165.6 ms without the per-tap gradients (0.92x);
-    compile time went from 6 s to 12 s.  The kernel gradient of the 2x2 maps' convs as one
-    GEMM, like their forward pass, made no difference (159.6 ms against 161.7).  At 224x224
-    the strided convs' input gradient tap by tap did not either (0.995x and 1.033x in two
-    runs), so the convs of 1G and up keep the native one.
+    --variant "" --variant ...``): 178.1 ms before, 158.3 ms with both (0.89x), 174.0 ms
+    without the small-map Winograd (0.98x), 165.7 ms without the per-tap gradients (0.93x);
+    compile time went from 6 s to 12 s.  At 224x224, with a first version of the rule that
+    also covered the strided convs of 1G and up, their input gradient tap by tap made no
+    difference (0.995x and 1.033x in two such runs), so those keep the native one.
 
     ``_TABLE`` holds the thresholds.  Grouped convs keep ``lax``: their matmul form is a
     batched GEMM of tiny matrices.  Depthwise ones (a single input channel per group) are
