@@ -15,6 +15,7 @@ from jax import lax
 from jaxvision.layers import Conv, conv_impl, pad
 from jaxvision.layers import conv as conv_layer
 from jaxvision.layers.conv_impl import Plan, conv_general_dilated
+from tests.helpers import load_experiment
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 FORMS = ("im2col", "shift", "winograd2", "winograd4")
@@ -457,13 +458,7 @@ def test_flax_conv_equals_nn_conv(monkeypatch, impl):
 def test_conv_passes_script(capsys):
     """experiments/conv_passes.py times every pass, with explicit padding, forms in turn
     (--interleave), and the loop mode."""
-    import importlib.util
-    import os
-    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "experiments",
-                        "conv_passes.py")
-    spec = importlib.util.spec_from_file_location("conv_passes", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_experiment("conv_passes")
     mod.main(["--shapes", "2x10x4x4", "--kernel", "5", "--stride", "2", "--padding", "0",
               "--forms", "lax,im2col", "--repeats", "1"])
     out = capsys.readouterr().out.splitlines()
@@ -494,13 +489,7 @@ def test_plan_ab_script(capsys, monkeypatch):
     """experiments/plan_ab.py traces each variant with its thresholds in place (here: one
     that makes test_cnn's forward convs single GEMMs), restores them, times all in turn, and
     refuses an unknown or non-numeric threshold before compiling anything."""
-    import importlib.util
-    import os
-    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "experiments",
-                        "plan_ab.py")
-    spec = importlib.util.spec_from_file_location("plan_ab", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_experiment("plan_ab")
     table = dict(conv_impl._TABLE)
     seen = []
     choose = conv_impl._choose_plan_cpu
@@ -529,13 +518,7 @@ def test_conv_vs_torch_script(capsys):
     """experiments/conv_vs_torch.py times each of ResNet-18's distinct convs per pass under
     jaxvision's plan and PyTorch's conv2d, and sums them over the network."""
     pytest.importorskip("torch")
-    import importlib.util
-    import os
-    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "experiments",
-                        "conv_vs_torch.py")
-    spec = importlib.util.spec_from_file_location("conv_vs_torch", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_experiment("conv_vs_torch")
     rows = mod.main(["--resolution", "32", "--batch", "2", "--repeats", "1"])
     assert [r["count"] for r in rows] == [1, 4, 1, 1, 3, 1, 1, 3, 1, 1, 3]
     assert rows[0]["conv"] == "7x7/2 3->64 (32x32)" and rows[-1]["conv"].endswith("(1x1)")
@@ -561,49 +544,40 @@ def test_plan_choice_with_onednn_convolutions(monkeypatch):
     monkeypatch.setattr(conv_impl, "cpu_vendor", lambda: "intel")
     assert conv_impl.cpu_conv_library() == "onednn"
     lax_only = Plan("lax", "lax", "lax")
-    # ResNet-18's stride-1 3x3 convs at 224x224 (batch 32) ...
-    assert conv_impl.conv_plan(_geometry(56, 64, 64, 3, 1), "auto", "cpu") == lax_only
-    assert conv_impl.conv_plan(_geometry(28, 128, 128, 3, 1), "auto", "cpu") == Plan(
-        "winograd4", "winograd4", "winograd4")
-    assert conv_impl.conv_plan(_geometry(14, 256, 256, 3, 1), "auto", "cpu") == Plan(
-        "winograd2", "winograd2", "winograd4")
-    assert conv_impl.conv_plan(_geometry(7, 512, 512, 3, 1), "auto", "cpu") == Plan(
-        "winograd2", "lax", "winograd4")
-    # ... WRN-28-10's at 32x32 ...
-    assert conv_impl.conv_plan(_geometry(8, 640, 640, 3, 1), "auto", "cpu") == Plan(
-        "winograd4", "lax", "winograd4")
-    # ... and ResNet-18's at 64x64 (0.3G multiply-adds): the native forward and input
-    # gradient on 16x16 maps; on the small maps Winograd forward (F(4x4) on 8x8, F(2x2) on
-    # 4x4) and kernel gradient, the native input gradient.
-    assert conv_impl.conv_plan(_geometry(16, 64, 64, 3, 1), "auto", "cpu") == Plan(
-        "lax", "lax", "winograd4")
-    assert conv_impl.conv_plan(_geometry(8, 128, 128, 3, 1), "auto", "cpu") == Plan(
-        "winograd4", "lax", "winograd4")
-    assert conv_impl.conv_plan(_geometry(4, 256, 256, 3, 1), "auto", "cpu") == Plan(
-        "winograd2", "lax", "winograd2")
-    assert conv_impl.conv_plan(_geometry(2, 512, 512, 3, 1), "auto", "cpu") == Plan(
-        "im2col", "im2col", "lax")
-    # A 7x7 map with fewer multiply-adds still gets F(4x4)'s kernel gradient; 64 channels
-    # get no Winograd forward, fewer no Winograd at all.
-    small7 = _geometry(7, 256, 256, 3, 1)._replace(n=16)
-    assert conv_impl.conv_plan(small7, "auto", "cpu") == Plan("winograd2", "lax", "winograd4")
-    assert conv_impl.conv_plan(_geometry(8, 64, 64, 3, 1)._replace(n=128), "auto",
-                               "cpu") == Plan("lax", "lax", "winograd4")
-    assert conv_impl.conv_plan(_geometry(8, 32, 32, 3, 1)._replace(n=512), "auto",
-                               "cpu") == lax_only
-    assert conv_impl.conv_plan(_geometry(224, 3, 64, 7, 2), "auto", "cpu") == lax_only
-    # Strided 3x3 convs of 0.1G-1G multiply-adds: per-tap GEMMs for both gradients (where
-    # the input gradient is not already a cliff's im2col); from 1G, for the kernel's only.
-    assert conv_impl.conv_plan(_geometry(16, 64, 128, 3, 2), "auto", "cpu") == Plan(
-        "lax", "shift", "shift")
-    assert conv_impl.conv_plan(_geometry(16, 64, 128, 3, 2)._replace(n=16), "auto",
-                               "cpu") == lax_only
-    assert conv_impl.conv_plan(_geometry(4, 256, 512, 3, 2), "auto", "cpu") == Plan(
-        "im2col", "im2col", "shift")
-    assert conv_impl.conv_plan(_geometry(56, 64, 128, 3, 2), "auto", "cpu") == Plan(
-        "lax", "lax", "shift")
-    assert conv_impl.conv_plan(_geometry(56, 64, 128, 1, 2), "auto", "cpu") == Plan(
-        "shift", "shift", "shift")
+    w2, w4 = "winograd2", "winograd4"
+    expected = [  # (input side, C, O, kernel, stride), batch, plan
+        # ResNet-18's stride-1 3x3 convs at 224x224 ...
+        ((56, 64, 64, 3, 1), 32, lax_only),
+        ((28, 128, 128, 3, 1), 32, Plan(w4, w4, w4)),
+        ((14, 256, 256, 3, 1), 32, Plan(w2, w2, w4)),
+        ((7, 512, 512, 3, 1), 32, Plan(w2, "lax", w4)),
+        # ... WRN-28-10's at 32x32 ...
+        ((8, 640, 640, 3, 1), 32, Plan(w4, "lax", w4)),
+        # ... and ResNet-18's at 64x64 (0.3G multiply-adds): the native forward and input
+        # gradient on 16x16 maps; on the small maps Winograd forward (F(4x4) on 8x8, F(2x2)
+        # on 4x4) and kernel gradient, the native input gradient.
+        ((16, 64, 64, 3, 1), 32, Plan("lax", "lax", w4)),
+        ((8, 128, 128, 3, 1), 32, Plan(w4, "lax", w4)),
+        ((4, 256, 256, 3, 1), 32, Plan(w2, "lax", w2)),
+        ((2, 512, 512, 3, 1), 32, Plan("im2col", "im2col", "lax")),
+        # A 7x7 map with fewer multiply-adds still gets F(4x4)'s kernel gradient; 64
+        # channels get no Winograd forward, fewer no Winograd at all.
+        ((7, 256, 256, 3, 1), 16, Plan(w2, "lax", w4)),
+        ((8, 64, 64, 3, 1), 128, Plan("lax", "lax", w4)),
+        ((8, 32, 32, 3, 1), 512, lax_only),
+        ((224, 3, 64, 7, 2), 32, lax_only),
+        # Strided 3x3 convs of 0.1G-1G multiply-adds: per-tap GEMMs for both gradients
+        # (where the input gradient is not already a cliff's im2col); from 1G, for the
+        # kernel's only.
+        ((16, 64, 128, 3, 2), 32, Plan("lax", "shift", "shift")),
+        ((16, 64, 128, 3, 2), 16, lax_only),
+        ((4, 256, 512, 3, 2), 32, Plan("im2col", "im2col", "shift")),
+        ((56, 64, 128, 3, 2), 32, Plan("lax", "lax", "shift")),
+        ((56, 64, 128, 1, 2), 32, Plan("shift", "shift", "shift")),
+    ]
+    for shape, batch, plan in expected:
+        g = _geometry(*shape)._replace(n=batch)
+        assert conv_impl.conv_plan(g, "auto", "cpu") == plan, (shape, batch)
     assert conv_impl.conv_plan(_geometry(56, 64, 64, 3, 1), "auto", "gpu") == lax_only
     # One of the two flags alone is not the oneDNN setting.
     monkeypatch.setenv("XLA_FLAGS", conv_impl.ONEDNN_XLA_FLAGS[0])
@@ -670,7 +644,7 @@ import os, sys
 os.environ["XLA_FLAGS"] = {flags!r}
 os.environ["JAX_PLATFORMS"] = "cpu"
 import jax, jax.numpy as jnp, numpy as np
-sys.path.insert(0, {tests!r})
+sys.path[:0] = [{tests!r}, os.path.dirname({tests!r})]  # test_conv imports tests.helpers
 import test_conv
 from jaxvision.layers import conv_impl
 assert conv_impl.cpu_conv_library() == "onednn"
