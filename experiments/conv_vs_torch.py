@@ -50,6 +50,9 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args(argv)
+    for name in ("batch", "repeats"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name} must be at least 1, got {getattr(args, name)}")
     if args.resolution < 32 or args.resolution % 32:
         raise SystemExit(f"--resolution must be a positive multiple of 32 (ResNet-18's "
                          f"stages halve the map five times), got {args.resolution}")

@@ -54,6 +54,9 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--variant", action="append", required=True,
                     help="comma-separated KEY=VALUE overrides of conv_impl._TABLE ('' = none)")
     args = ap.parse_args(argv)
+    for name in ("resolution", "batch", "rounds"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name} must be at least 1, got {getattr(args, name)}")
     variants = [(spec, parse_variant(spec)) for spec in args.variant]  # errors before compiling
     library = conv_impl.configure_cpu_convolutions()
 

@@ -511,6 +511,9 @@ def test_plan_ab_script(capsys, monkeypatch):
                        ("winograd_min_side=big", "not a number")):
         with pytest.raises(ValueError, match=match):
             mod.main(["--resolution", "8", "--variant", bad])
+    for bad in (["--rounds", "0"], ["--batch", "0"], ["--resolution", "0"]):
+        with pytest.raises(SystemExit):
+            mod.main(["--resolution", "8", "--variant", "", *bad])
     assert conv_impl._TABLE == table
 
 
@@ -526,8 +529,10 @@ def test_conv_vs_torch_script(capsys):
     assert all(len(r["jaxvision_ms"]) == 3 and min(r["jaxvision_ms"]) > 0 for r in rows)
     out = capsys.readouterr().out
     assert "sum (without the stem's input gradient)" in out and out.count(" plan ") == 11
-    with pytest.raises(SystemExit):
-        mod.main(["--resolution", "48"])
+    for bad in (["--resolution", "48"], ["--resolution", "32", "--repeats", "0"],
+                ["--resolution", "32", "--batch", "0"]):
+        with pytest.raises(SystemExit):
+            mod.main(bad)
 
 
 ONEDNN_ENV = " ".join(conv_impl.ONEDNN_XLA_FLAGS)
