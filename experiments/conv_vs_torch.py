@@ -107,7 +107,7 @@ def main(argv=None) -> list[dict]:
                      "plan": tuple(conv_impl.conv_plan(
                          conv_impl._Geometry(n, h, h, c, k, k, o, ho, ho, (st, st),
                                              ((p, p), (p, p)), (1, 1), 1),
-                         "auto", jax.default_backend()))})
+                         conv_impl.requested_impl(), jax.default_backend()))})
     print(f"ResNet-18 convs, batch {n}, {args.resolution}x{args.resolution}, {library} "
           "convolutions; ms forward / input-grad / kernel-grad, medians:")
     total = np.zeros((2, 3))

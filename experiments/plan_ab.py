@@ -5,8 +5,9 @@
         --variant "onednn_small_winograd_min_side=99,onednn_strided_shift_min_macs=1e18"
 
 Each ``--variant`` is a comma-separated list of ``KEY=VALUE`` overrides of the thresholds in
-``conv_impl._TABLE`` (an empty string: the rule as it is); the first variant is the
-reference.  Every variant's train step (the benchmark's: forward, backward, SGD with
+``conv_impl._TABLE`` (an empty string: the rule as it is), and may name the implementation
+(``impl=xla``, ``impl=onednn``: ``JAXVISION_CONV_IMPL`` while it is traced); the first variant
+is the reference.  Every variant's train step (the benchmark's: forward, backward, SGD with
 momentum) is traced and compiled with its overrides in place, then all are run in turn,
 one step each per round, for ``--rounds`` rounds, and the median and minimum step time of
 each are printed with the ratio of its median to the reference's.  Timing the variants in
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import statistics
 import sys
 import time
@@ -26,13 +28,19 @@ from jaxvision.layers import conv_impl
 
 
 def parse_variant(spec: str) -> dict:
-    """``"a=1,b=2e9"`` -> ``{"a": 1, "b": 2000000000}``, keys checked against ``_TABLE``."""
+    """``"a=1,b=2e9"`` -> ``{"a": 1, "b": 2000000000}``, keys checked against ``_TABLE``;
+    ``impl=NAME`` (one of ``conv_impl.IMPLS``) is kept as a string."""
     out = {}
     for item in filter(None, (s.strip() for s in spec.split(","))):
         key, sep, value = item.partition("=")
         key = key.strip()
         if not sep:
             raise ValueError(f"variant item {item!r} is not KEY=VALUE")
+        if key == "impl":
+            if value.strip() not in conv_impl.IMPLS:
+                raise ValueError(f"impl={value!r} is not one of {', '.join(conv_impl.IMPLS)}")
+            out[key] = value.strip()
+            continue
         if key not in conv_impl._TABLE:
             close = difflib.get_close_matches(key, conv_impl._TABLE, n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
@@ -65,6 +73,11 @@ def main(argv=None) -> list[dict]:
     table = dict(conv_impl._TABLE)
     runs = []
     for spec, overrides in variants:
+        overrides = dict(overrides)
+        impl = overrides.pop("impl", None)
+        saved_impl = os.environ.get(conv_impl.ENV_VAR)
+        if impl is not None:
+            os.environ[conv_impl.ENV_VAR] = impl
         conv_impl._TABLE.update(overrides)
         try:
             row, runners = benchmark._jax_setup(args.model, args.batch, args.resolution,
@@ -72,6 +85,10 @@ def main(argv=None) -> list[dict]:
         finally:
             conv_impl._TABLE.clear()
             conv_impl._TABLE.update(table)
+            if saved_impl is None:
+                os.environ.pop(conv_impl.ENV_VAR, None)
+            else:
+                os.environ[conv_impl.ENV_VAR] = saved_impl
         run = runners["train"][0]
         run()
         print(f"[{spec or 'as is'}] compiled in {row['train_compile_s']:.1f} s", flush=True)

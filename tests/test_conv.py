@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from jaxvision.layers import Conv, conv_impl, pad
+from jaxvision.layers import Conv, conv_impl, onednn, pad
 from jaxvision.layers import conv as conv_layer
 from jaxvision.layers.conv_impl import Plan, conv_general_dilated
 from tests.helpers import load_experiment
@@ -22,7 +22,14 @@ FORMS = ("im2col", "shift", "winograd2", "winograd4")
 # Each formulation in all three passes (the grids below; a Winograd pass on a conv it cannot
 # compute runs lax's), and mixed plans where one pass is lax's and the others are not
 # (test_mixed_plans).
-PLANS = [Plan(f, f, f) for f in FORMS]
+# oneDNN's primitives too where the library is installed (CI installs it and checks that it
+# loads): reported as skipped in the parametrized tests where it is not, and left out of the
+# loops over PLANS.
+ONEDNN_PLAN = Plan("onednn", "onednn", "onednn")
+PLANS = [Plan(f, f, f) for f in FORMS] + ([ONEDNN_PLAN] if onednn.available() else [])
+PLAN_PARAMS = [Plan(f, f, f) for f in FORMS] + [pytest.param(
+    ONEDNN_PLAN, id=str(ONEDNN_PLAN), marks=pytest.mark.skipif(
+        not onednn.available(), reason=f"oneDNN unavailable: {onednn.unavailable_reason()}"))]
 MIXED = [Plan("lax", "im2col", "shift"), Plan("shift", "lax", "im2col"),
          Plan("im2col", "shift", "lax"), Plan("winograd4", "lax", "winograd2"),
          Plan("lax", "winograd4", "im2col")]
@@ -65,7 +72,7 @@ def _check(x_shape, k_shape, strides, padding, *, dilation=(1, 1), groups=1, pla
                                    atol=tol * scale, err_msg=f"{name} with {plan}")
 
 
-@pytest.mark.parametrize("plan", PLANS, ids=str)
+@pytest.mark.parametrize("plan", PLAN_PARAMS, ids=str)
 @pytest.mark.parametrize("k,stride,padding", [
     (1, 1, "VALID"), (1, 2, "SAME"), (1, 3, ((0, 1), (1, 0))),
     (3, 1, ((1, 1), (1, 1))), (3, 2, "SAME"), (3, 3, "VALID"), (3, 2, ((0, 2), (1, 0))),
@@ -75,7 +82,7 @@ def test_float32_strides_paddings_kernels(plan, k, stride, padding):
     _check((2, 11, 10, 3), (k, k, 3, 4), (stride, stride), padding, plan=plan)
 
 
-@pytest.mark.parametrize("plan", PLANS, ids=str)
+@pytest.mark.parametrize("plan", PLAN_PARAMS, ids=str)
 @pytest.mark.parametrize("groups,cin,cout", [(2, 4, 6), (4, 4, 4), (4, 4, 8)],
                          ids=["groups2", "depthwise", "depthwise_x2"])
 @pytest.mark.parametrize("stride,dilation,padding", [
@@ -140,7 +147,7 @@ def test_mixed_plans(plan):
     _check((2, 7, 8, 4), (3, 3, 2, 6), (1, 1), "SAME", groups=2, dilation=(2, 1), plan=plan)
 
 
-@pytest.mark.parametrize("plan", PLANS + MIXED[:1], ids=str)
+@pytest.mark.parametrize("plan", PLAN_PARAMS + MIXED[:1], ids=str)
 def test_forward_mode_and_input_only_gradients(plan):
     """jax.jvp works (the derivative rule is a custom_jvp), and a gradient w.r.t. the kernel
     alone (the input is data, as for a network's first conv) is right."""
@@ -168,7 +175,7 @@ def test_rectangular_and_anisotropic():
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16], ids=["bf16", "f16"])
-@pytest.mark.parametrize("plan", PLANS, ids=str)
+@pytest.mark.parametrize("plan", PLAN_PARAMS, ids=str)
 def test_low_precision(plan, dtype):
     _check((2, 8, 8, 8), (3, 3, 8, 8), (1, 1), pad(1), plan=plan, dtype=dtype)
     _check((2, 8, 8, 8), (3, 3, 4, 6), (2, 2), "SAME", groups=2, plan=plan, dtype=dtype)

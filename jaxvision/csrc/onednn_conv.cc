@@ -1,0 +1,235 @@
+// oneDNN convolution primitives as XLA:CPU foreign-function (FFI) calls.
+//
+// Three handlers, one per pass of a 2-D float32 convolution with NHWC activations and an
+// HWIO kernel (the layout of jaxvision's models):
+//
+//   jaxvision_onednn_conv_fwd     (x, w)  -> y     forward
+//   jaxvision_onednn_conv_dgrad   (dy, w) -> dx    input gradient (backward data)
+//   jaxvision_onednn_conv_wgrad   (x, dy) -> dw    kernel gradient (backward weights)
+//
+// Attributes: strides (sh, sw), dilations (dh, dw; 1 = undilated), paddings (pt, pb, pl,
+// pr) and the feature group count.  Activations are handed to oneDNN in place (nhwc); the
+// kernel is reordered to and from the blocked layout the primitive asks for, which is small
+// next to the activations.  Primitive descriptors and primitives are built once per
+// geometry and kept in a process-wide cache; the scratchpad is allocated per call.
+//
+// jaxvision/layers/onednn.py compiles this file on first use and registers the handlers.
+
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "oneapi/dnnl/dnnl.hpp"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+using dnnl::memory;
+
+namespace {
+
+enum Pass : int { kFwd = 0, kDgrad = 1, kWgrad = 2 };
+
+struct Geometry {
+  int64_t n, h, w, c, o, kh, kw, ho, wo;
+  int64_t sh, sw, dh, dw, pt, pb, pl, pr, groups;
+
+  std::string key(Pass pass) const {
+    std::string k(reinterpret_cast<const char*>(this), sizeof(*this));
+    k.push_back(static_cast<char>(pass));
+    return k;
+  }
+};
+
+struct Entry {
+  dnnl::primitive prim;
+  memory::desc src, wei, dst;  // the primitive's (wei possibly blocked)
+  memory::desc user_wei;       // HWIO (goihw-style with groups)
+  memory::desc scratch;
+  bool reorder_wei;
+  dnnl::reorder to_prim, from_prim;  // HWIO <-> the primitive's kernel layout
+};
+
+dnnl::engine& Engine() {
+  static dnnl::engine* eng = new dnnl::engine(dnnl::engine::kind::cpu, 0);
+  return *eng;
+}
+
+memory::desc ActDesc(int64_t n, int64_t c, int64_t h, int64_t w) {
+  return memory::desc({n, c, h, w}, memory::data_type::f32, memory::format_tag::nhwc);
+}
+
+memory::desc KernelDesc(const Geometry& g, bool any) {
+  if (g.groups == 1) {
+    return memory::desc({g.o, g.c, g.kh, g.kw}, memory::data_type::f32,
+                        any ? memory::format_tag::any : memory::format_tag::hwio);
+  }
+  // HWIO with I = C / groups and O = groups * Og, as oneDNN's (G, Og, Ig, KH, KW) dims.
+  const int64_t gr = g.groups, og = g.o / gr, ig = g.c / gr;
+  memory::dims dims = {gr, og, ig, g.kh, g.kw};
+  if (any) return memory::desc(dims, memory::data_type::f32, memory::format_tag::any);
+  // Element strides of HWIO: kh -> kw*Ig*O, kw -> Ig*O, i -> O, o = g*Og + oo -> 1.
+  memory::dims strides = {og, 1, g.o, g.kw * ig * g.o, ig * g.o};
+  return memory::desc(dims, memory::data_type::f32, strides);
+}
+
+std::unique_ptr<Entry> Build(const Geometry& g, Pass pass) {
+  auto& eng = Engine();
+  auto e = std::make_unique<Entry>();
+  const memory::desc src = ActDesc(g.n, g.c, g.h, g.w);
+  const memory::desc dst = ActDesc(g.n, g.o, g.ho, g.wo);
+  const memory::desc wei_any = KernelDesc(g, true);
+  e->user_wei = KernelDesc(g, false);
+  const memory::dims strides = {g.sh, g.sw};
+  const memory::dims dil = {g.dh - 1, g.dw - 1};
+  const memory::dims pad_l = {g.pt, g.pl};
+  const memory::dims pad_r = {g.pb, g.pr};
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  const auto algo = dnnl::algorithm::convolution_direct;
+  dnnl::convolution_forward::primitive_desc fwd(
+      eng, dnnl::prop_kind::forward_training, algo, src, wei_any, dst, strides, dil, pad_l,
+      pad_r, attr);
+  e->src = src;
+  e->dst = dst;
+  if (pass == kFwd) {
+    e->prim = dnnl::convolution_forward(fwd);
+    e->wei = fwd.weights_desc();
+    e->scratch = fwd.scratchpad_desc();
+  } else if (pass == kDgrad) {
+    dnnl::convolution_backward_data::primitive_desc bwd(eng, algo, src, wei_any, dst,
+                                                        strides, dil, pad_l, pad_r, fwd, attr);
+    e->prim = dnnl::convolution_backward_data(bwd);
+    e->wei = bwd.weights_desc();
+    e->scratch = bwd.scratchpad_desc();
+  } else {
+    dnnl::convolution_backward_weights::primitive_desc bwd(
+        eng, algo, src, wei_any, dst, strides, dil, pad_l, pad_r, fwd, attr);
+    e->prim = dnnl::convolution_backward_weights(bwd);
+    e->wei = bwd.diff_weights_desc();
+    e->scratch = bwd.scratchpad_desc();
+  }
+  e->reorder_wei = !(e->wei == e->user_wei);
+  if (e->reorder_wei) {
+    if (pass == kWgrad) {
+      e->from_prim = dnnl::reorder(dnnl::reorder::primitive_desc(eng, e->wei, eng, e->user_wei));
+    } else {
+      e->to_prim = dnnl::reorder(dnnl::reorder::primitive_desc(eng, e->user_wei, eng, e->wei));
+    }
+  }
+  return e;
+}
+
+Entry& Lookup(const Geometry& g, Pass pass) {
+  static std::mutex mu;
+  static auto* cache = new std::unordered_map<std::string, std::unique_ptr<Entry>>();
+  const std::string key = g.key(pass);
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache->find(key);
+  if (it == cache->end()) it = cache->emplace(key, Build(g, pass)).first;
+  return *it->second;
+}
+
+struct Buf {  // a 64-byte aligned scratch allocation
+  explicit Buf(size_t bytes) : p(bytes ? std::aligned_alloc(64, (bytes + 63) / 64 * 64) : nullptr) {}
+  ~Buf() { std::free(p); }
+  void* p;
+};
+
+ffi::Error Run(Pass pass, ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> out,
+               int64_t sh, int64_t sw, int64_t dh, int64_t dw, int64_t pt, int64_t pb,
+               int64_t pl, int64_t pr, int64_t groups) {
+  // a, b, out: (x, w, y) forward; (dy, w, dx) dgrad; (x, dy, dw) wgrad.
+  auto xd = pass == kDgrad ? out->dimensions() : a.dimensions();
+  auto wd = pass == kWgrad ? out->dimensions() : b.dimensions();
+  auto yd = pass == kFwd ? out->dimensions() : (pass == kDgrad ? a.dimensions() : b.dimensions());
+  if (xd.size() != 4 || wd.size() != 4 || yd.size() != 4) {
+    return ffi::Error::InvalidArgument("onednn conv: expected 4-D NHWC / HWIO buffers");
+  }
+  Geometry g{xd[0], xd[1], xd[2], xd[3], wd[3], wd[0], wd[1], yd[1], yd[2],
+             sh, sw, dh, dw, pt, pb, pl, pr, groups};
+  // One call at a time: each runs on both cores through oneDNN's OpenMP threads, and two
+  // at once (XLA runs independent operations side by side, such as the two gradients of
+  // one convolution) would only oversubscribe them.
+  static std::mutex run_mu;
+  std::lock_guard<std::mutex> run_lock(run_mu);
+  try {
+    Entry& e = Lookup(g, pass);
+    auto& eng = Engine();
+    dnnl::stream strm(eng);
+    Buf scratch(e.scratch.get_size());
+    memory scratch_mem(e.scratch, eng, scratch.p);
+    std::unique_ptr<Buf> wei_buf;
+    void* wei_ptr = pass == kWgrad ? out->untyped_data() : b.untyped_data();
+    if (e.reorder_wei) {
+      wei_buf = std::make_unique<Buf>(e.wei.get_size());
+      if (pass != kWgrad) {
+        memory user(e.user_wei, eng, wei_ptr), prim(e.wei, eng, wei_buf->p);
+        e.to_prim.execute(strm, user, prim);
+      }
+    }
+    void* prim_wei = e.reorder_wei ? wei_buf->p : wei_ptr;
+    memory wei(e.wei, eng, prim_wei);
+    if (pass == kFwd) {
+      memory src(e.src, eng, a.untyped_data()), dst(e.dst, eng, out->untyped_data());
+      e.prim.execute(strm, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst},
+                            {DNNL_ARG_SCRATCHPAD, scratch_mem}});
+    } else if (pass == kDgrad) {
+      memory dsrc(e.src, eng, out->untyped_data()), ddst(e.dst, eng, a.untyped_data());
+      e.prim.execute(strm, {{DNNL_ARG_DIFF_SRC, dsrc}, {DNNL_ARG_WEIGHTS, wei},
+                            {DNNL_ARG_DIFF_DST, ddst}, {DNNL_ARG_SCRATCHPAD, scratch_mem}});
+    } else {
+      memory src(e.src, eng, a.untyped_data()), ddst(e.dst, eng, b.untyped_data());
+      e.prim.execute(strm, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_WEIGHTS, wei},
+                            {DNNL_ARG_DIFF_DST, ddst}, {DNNL_ARG_SCRATCHPAD, scratch_mem}});
+      if (e.reorder_wei) {
+        memory user(e.user_wei, eng, out->untyped_data());
+        e.from_prim.execute(strm, wei, user);
+      }
+    }
+    strm.wait();
+  } catch (const dnnl::error& err) {
+    return ffi::Error::Internal(std::string("onednn conv: ") + err.what());
+  }
+  return ffi::Error::Success();
+}
+
+#define JAXVISION_PASS_IMPL(NAME, PASS)                                                    \
+  ffi::Error NAME(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> out,       \
+                  int64_t sh, int64_t sw, int64_t dh, int64_t dw, int64_t pt, int64_t pb,    \
+                  int64_t pl, int64_t pr, int64_t groups) {                                \
+    return Run(PASS, a, b, out, sh, sw, dh, dw, pt, pb, pl, pr, groups);                   \
+  }
+
+JAXVISION_PASS_IMPL(FwdImpl, kFwd)
+JAXVISION_PASS_IMPL(DgradImpl, kDgrad)
+JAXVISION_PASS_IMPL(WgradImpl, kWgrad)
+
+}  // namespace
+
+#define JAXVISION_BINDING                                                                  \
+  ffi::Ffi::Bind()                                                                         \
+      .Arg<ffi::AnyBuffer>()                                                               \
+      .Arg<ffi::AnyBuffer>()                                                               \
+      .Ret<ffi::AnyBuffer>()                                                               \
+      .Attr<int64_t>("sh")                                                                 \
+      .Attr<int64_t>("sw")                                                                 \
+      .Attr<int64_t>("dh")                                                                 \
+      .Attr<int64_t>("dw")                                                                 \
+      .Attr<int64_t>("pt")                                                                 \
+      .Attr<int64_t>("pb")                                                                 \
+      .Attr<int64_t>("pl")                                                                 \
+      .Attr<int64_t>("pr")                                                                 \
+      .Attr<int64_t>("groups")
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxvisionOnednnConvFwd, FwdImpl, JAXVISION_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxvisionOnednnConvDgrad, DgradImpl, JAXVISION_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxvisionOnednnConvWgrad, WgradImpl, JAXVISION_BINDING);
+
+extern "C" int jaxvision_onednn_version() {
+  const dnnl_version_t* v = dnnl_version();
+  return v->major * 10000 + v->minor * 100 + v->patch;
+}

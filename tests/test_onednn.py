@@ -1,0 +1,203 @@
+"""oneDNN's convolution primitives as JAX primitives (jaxvision.layers.onednn): values and
+derivatives of every order against lax, vmap, the plan choice, and the unavailable case."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from jaxvision import create_model
+from jaxvision.layers import conv_impl, onednn
+from jaxvision.layers.conv_impl import Plan
+
+needs_onednn = pytest.mark.skipif(not onednn.available(),
+                                  reason=f"oneDNN unavailable: {onednn.unavailable_reason()}")
+ONEDNN = Plan("onednn", "onednn", "onednn")
+
+
+def _lax(x, w, strides, pads, dilation=(1, 1)):
+    return lax.conv_general_dilated(x, w, strides, pads, rhs_dilation=dilation,
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                    precision="highest")
+
+
+def _rand(shape, seed):
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
+
+
+def _close(a, b, tol=2e-5):
+    scale = float(jnp.max(jnp.abs(b))) + 1e-6
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=tol, atol=tol * scale)
+
+
+GEOMETRIES = [  # x shape, kernel shape, strides, pads, dilation
+    ((2, 9, 9, 8), (3, 3, 8, 16), (1, 1), ((1, 1), (1, 1)), (1, 1)),
+    ((2, 11, 10, 6), (3, 3, 6, 10), (2, 2), ((1, 1), (1, 1)), (1, 1)),
+    ((3, 10, 10, 4), (5, 5, 4, 6), (2, 2), ((2, 2), (2, 2)), (1, 1)),
+    ((2, 9, 12, 8), (3, 3, 8, 8), (1, 1), ((0, 2), (2, 0)), (2, 2)),
+    ((2, 16, 16, 3), (7, 7, 3, 8), (2, 2), ((3, 3), (3, 3)), (1, 1)),
+    ((2, 8, 8, 16), (1, 1, 16, 32), (1, 1), ((0, 0), (0, 0)), (1, 1)),
+]
+
+
+@needs_onednn
+@pytest.mark.parametrize("x_shape,k_shape,strides,pads,dilation", GEOMETRIES)
+def test_primitives_match_lax_to_second_order(x_shape, k_shape, strides, pads, dilation):
+    """The three primitives, and their transposes (each is bilinear: reverse mode of one is
+    the other two), give lax's values, gradients, forward-mode tangents and second
+    derivatives."""
+    x, w = _rand(x_shape, 0), _rand(k_shape, 1)
+    ref = functools.partial(_lax, strides=strides, pads=pads, dilation=dilation)
+    ours = functools.partial(onednn.conv, strides=strides, pads=pads, dilation=dilation)
+    y = jax.jit(ours)(x, w)
+    _close(y, ref(x, w))
+    ct = _rand(y.shape, 2)
+    _close(jax.jit(lambda a: onednn.dgrad(a, w, x.shape, strides, pads, dilation))(ct),
+           jax.vjp(lambda a: ref(a, w), x)[1](ct)[0])
+    _close(jax.jit(lambda a: onednn.wgrad(x, a, w.shape, strides, pads, dilation))(ct),
+           jax.vjp(lambda b: ref(x, b), w)[1](ct)[0])
+
+    def grads(f):
+        return jax.jit(jax.grad(lambda a, b: jnp.sum(f(a, b) * ct), argnums=(0, 1)))(x, w)
+
+    for got, want in zip(grads(ours), grads(ref)):
+        _close(got, want)
+    _close(jax.jit(lambda: jax.jvp(ours, (x, w), (w.sum() * x, 0.5 * w))[1])(),
+           jax.jvp(ref, (x, w), (w.sum() * x, 0.5 * w))[1])
+
+    def second(f):  # d/dw of |d/dx <f(x, w), ct>|^2
+        return jax.jit(jax.grad(lambda b: jnp.sum(
+            jax.grad(lambda a: jnp.sum(f(a, b) * ct))(x) ** 2)))(w)
+
+    _close(second(ours), second(ref), tol=1e-4)
+    # vmap falls back to lax's convolution, which computes the same thing.
+    _close(jax.vmap(ours, in_axes=(0, None))(x[None], w)[0], ref(x, w))
+
+
+@needs_onednn
+def test_the_primitives_are_foreign_calls_on_the_cpu():
+    x, w = jnp.ones((2, 8, 8, 4)), jnp.ones((3, 3, 4, 4))
+    f = jax.jit(jax.value_and_grad(lambda a, b: conv_impl.conv_general_dilated(
+        a, b, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"), impl=ONEDNN).sum(),
+        argnums=(0, 1)))
+    text = f.lower(x, w).as_text()
+    for target in ("jaxvision_onednn_conv_fwd", "jaxvision_onednn_conv_dgrad",
+                   "jaxvision_onednn_conv_wgrad"):
+        assert f"custom_call @{target}" in text, target
+    assert "convolution" not in text
+    assert onednn.version().count(".") == 2
+
+
+def _geom(side, c, o, k, stride, pad=None, n=32):
+    pad = k // 2 if pad is None else pad
+    out = (side + 2 * pad - k) // stride + 1
+    return conv_impl._Geometry(n, side, side, c, k, k, o, out, out, (stride, stride),
+                               ((pad, pad), (pad, pad)), (1, 1), 1)
+
+
+def test_plan_choice(monkeypatch):
+    """'auto' picks the primitives on a single-device CPU job where oneDNN loads and the conv
+    is one they compute; several devices, other platforms, grouped convs, paddings oneDNN
+    refuses and a missing library keep the 'xla' rule; 'onednn' insists."""
+    big = _geom(56, 64, 64, 3, 1)
+    shortcut = _geom(56, 64, 128, 1, 2, pad=0)  # reads no last row: would need pad -1
+    grouped = big._replace(groups=2, o=64)
+    monkeypatch.setattr(onednn, "available", lambda: True)
+    monkeypatch.setattr(jax, "device_count", lambda: 1)
+    assert conv_impl.conv_plan(big, "auto", "cpu") == ONEDNN
+    assert conv_impl.conv_plan(big, "auto", "cpu", in_loop=True) == ONEDNN
+    assert conv_impl.conv_plan(big, "onednn", "cpu") == ONEDNN
+    xla = conv_impl.conv_plan(big, "xla", "cpu")
+    assert "onednn" not in xla
+    assert conv_impl.conv_plan(big, "auto", "cpu", onednn_dtype=False) == xla
+    assert conv_impl.conv_plan(big, "auto", "gpu") == Plan("lax", "lax", "lax")
+    assert not conv_impl.onednn_applies(shortcut)
+    assert "onednn" not in conv_impl.conv_plan(shortcut, "auto", "cpu")
+    assert not conv_impl.onednn_applies(grouped)
+    assert "onednn" not in conv_impl.conv_plan(grouped, "onednn", "cpu")
+    monkeypatch.setattr(jax, "device_count", lambda: 8)
+    assert conv_impl.conv_plan(big, "auto", "cpu") == xla
+    assert conv_impl.conv_plan(big, "onednn", "cpu") == ONEDNN
+    monkeypatch.setattr(jax, "device_count", lambda: 1)
+    monkeypatch.setattr(onednn, "available", lambda: False)
+    monkeypatch.setattr(onednn, "unavailable_reason", lambda: "no libdnnl here")
+    assert conv_impl.conv_plan(big, "auto", "cpu") == xla
+    with pytest.raises(RuntimeError, match="JAXVISION_CONV_IMPL=onednn.*no libdnnl here"):
+        conv_impl.conv_plan(big, "onednn", "cpu")
+
+
+def test_onednn_pads_drop_what_no_output_reads():
+    g = _geom(10, 4, 4, 3, 2, pad=1)  # (10 + 2 - 3) // 2 + 1 = 5 outputs read rows -1..9
+    assert conv_impl._onednn_pads(g) == ((1, 0), (1, 0))
+    assert conv_impl._onednn_pads(_geom(9, 4, 4, 3, 2, pad=1)) == ((1, 1), (1, 1))
+    assert conv_impl._onednn_pads(_geom(56, 4, 4, 1, 2, pad=0)) == ((0, -1), (0, -1))
+
+
+@needs_onednn
+def test_onednn_plan_falls_back_where_it_cannot_compute():
+    """bfloat16, grouped convs and negative padding run lax's convolution under a oneDNN
+    plan, with the same result."""
+    def text(x, w, **kw):
+        f = functools.partial(conv_impl.conv_general_dilated, window_strides=(1, 1),
+                              dimension_numbers=("NHWC", "HWIO", "NHWC"), impl=ONEDNN, **kw)
+        return jax.jit(jax.grad(lambda a, b: f(a, b).sum(), argnums=(0, 1))).lower(
+            x, w).as_text()
+    x, w = jnp.ones((2, 8, 8, 4)), jnp.ones((3, 3, 4, 4))
+    assert "onednn" in text(x, w, padding="SAME")
+    for t in (text(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16), padding="SAME"),
+              text(x, jnp.ones((3, 3, 2, 4)), padding="SAME", feature_group_count=2),
+              text(x, w, padding=((-1, 1), (1, 1)))):
+        assert "onednn" not in t and "convolution" in t
+
+
+@needs_onednn
+def test_resnet_train_gradients_match_lax(monkeypatch):
+    """A whole network (test_resnet, batch norm in train mode) under oneDNN's convolutions:
+    the same logits and parameter gradients as with XLA's own."""
+    model = create_model("test_resnet", num_classes=5)
+    x = _rand((4, 32, 32, 3), 3)
+    variables = model.init(jax.random.PRNGKey(0), x, train=False)
+    labels = jnp.arange(4) % 5
+
+    def loss(params, impl):
+        monkeypatch.setenv(conv_impl.ENV_VAR, impl)
+        logits, _ = model.apply({**variables, "params": params}, x, train=True,
+                                mutable=["batch_stats"],
+                                rngs={"dropout": jax.random.PRNGKey(1)})
+        return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(4), labels]), logits
+
+    outs = {impl: jax.jit(jax.value_and_grad(functools.partial(loss, impl=impl),
+                                             has_aux=True))(variables["params"])
+            for impl in ("lax", "onednn")}
+    (l_lax, logits_lax), g_lax = outs["lax"]
+    (l_dnn, logits_dnn), g_dnn = outs["onednn"]
+    _close(logits_dnn, logits_lax, tol=1e-4)
+    for a, b in zip(jax.tree.leaves(g_dnn), jax.tree.leaves(g_lax)):
+        _close(a, b, tol=1e-3)
+
+
+def test_unavailable_library_is_reported(monkeypatch, tmp_path):
+    """Without oneDNN's headers and library, available() is False and says how to install
+    them; no compiler is run."""
+    monkeypatch.setattr(onednn, "_state", {})
+    monkeypatch.setenv(onednn.ENV_ROOT, str(tmp_path))
+    assert not onednn.available()
+    assert "pip install onednn-cpu-gomp" in onednn.unavailable_reason()
+    assert onednn.version() is None
+    x = jnp.ones((1, 4, 4, 2))
+    with pytest.raises(Exception, match="oneDNN convolutions are unavailable"):
+        jax.jit(lambda a: onednn.conv(a, jnp.ones((1, 1, 2, 2)))).lower(x)
+
+
+@needs_onednn
+def test_build_is_cached(monkeypatch, tmp_path):
+    """The shim is compiled once per source, jaxlib and oneDNN, then reused."""
+    monkeypatch.setenv(onednn.ENV_CACHE, str(tmp_path))
+    root = onednn._onednn_root()
+    first = onednn._build(root)
+    assert first.is_file() and str(first).startswith(str(tmp_path))
+    stamp = first.stat().st_mtime_ns
+    assert onednn._build(root) == first and first.stat().st_mtime_ns == stamp
+    assert [p.name for p in first.parent.iterdir()] == [first.name]  # no leftovers
