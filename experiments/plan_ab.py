@@ -112,4 +112,7 @@ def main(argv=None) -> list[dict]:
 
 
 if __name__ == "__main__":
+    from jaxvision.allocator import reexec_with_allocator
+
+    reexec_with_allocator()  # under tcmalloc where installed, as the benchmark runs
     sys.exit(main() and 0)

@@ -99,8 +99,9 @@ def _geom(side, c, o, k, stride, pad=None, n=32):
 
 def test_plan_choice(monkeypatch):
     """'auto' picks the primitives on a single-device CPU job where oneDNN loads and the conv
-    is one they compute; several devices, other platforms, grouped convs, paddings oneDNN
-    refuses and a missing library keep the 'xla' rule; 'onednn' insists."""
+    is one they compute, of at least onednn_min_macs; several devices, other platforms,
+    smaller or grouped convs, paddings oneDNN refuses and a missing library keep the 'xla'
+    rule; 'onednn' insists."""
     big = _geom(56, 64, 64, 3, 1)
     shortcut = _geom(56, 64, 128, 1, 2, pad=0)  # reads no last row: would need pad -1
     grouped = big._replace(groups=2, o=64)
@@ -108,6 +109,9 @@ def test_plan_choice(monkeypatch):
     monkeypatch.setattr(jax, "device_count", lambda: 1)
     assert conv_impl.conv_plan(big, "auto", "cpu") == ONEDNN
     assert conv_impl.conv_plan(big, "auto", "cpu", in_loop=True) == ONEDNN
+    small = _geom(16, 64, 64, 3, 1)  # 0.3G multiply-adds: XLA's rule is faster in the step
+    assert conv_impl.conv_plan(small, "auto", "cpu") == conv_impl.conv_plan(small, "xla", "cpu")
+    assert conv_impl.conv_plan(small, "onednn", "cpu") == ONEDNN
     assert conv_impl.conv_plan(big, "onednn", "cpu") == ONEDNN
     xla = conv_impl.conv_plan(big, "xla", "cpu")
     assert "onednn" not in xla

@@ -533,6 +533,7 @@ _TABLE = {
     "onednn_strided_shift_min_macs": 100_000_000,
     "stem_max_channels": 4,
     "stem_min_taps": 49,
+    "onednn_min_macs": 1_000_000_000,
 }
 
 
@@ -589,7 +590,14 @@ def conv_plan(g: _Geometry, impl: str, platform: str, in_loop: bool = False,
     (:func:`onednn_applies`, float32: ``onednn_dtype``), the library is available
     (:func:`jaxvision.layers.onednn.available`) and the job has a single device, and
     otherwise ``'xla'``'s rule over XLA's own operations (:func:`_choose_plan_cpu`);
-    ``'onednn'`` insists on the primitives.  The single device: XLA's partitioner cannot
+    ``'onednn'`` insists on the primitives.  Only convs of ``onednn_min_macs`` multiply-adds
+    and more (``_TABLE``) take them: ResNet-18's train step at batch 32, medians of the
+    variants timed in turn (``python experiments/plan_ab.py --model resnet18 --resolution
+    224 --rounds 8 --variant impl=xla --variant impl=onednn``, then ``--resolution 64
+    --rounds 21``; Intel Xeon, tcmalloc), took 0.83x the ``'xla'`` rule's time at 224x224
+    (1,787 against 2,161 ms; its convs have 1.8-3.8G multiply-adds) but 1.39x at 64x64
+    (255 against 184 ms; 0.3G each), where the same passes timed alone are as fast as the
+    rule's (below).  The single device: XLA's partitioner cannot
     split a foreign call, and runs it on the whole gathered batch on every device of a
     sharded ``jit`` (correct, but as many times the work), so several (simulated) CPU
     devices keep XLA's own convolutions.
@@ -608,7 +616,8 @@ def conv_plan(g: _Geometry, impl: str, platform: str, in_loop: bool = False,
     if platform != "cpu":
         # cuDNN / TPU convolutions have no such cliffs; keep the native op.
         return Plan("lax", "lax", "lax")
-    if (impl == "onednn" or (impl == "auto" and jax.device_count() == 1)) and (
+    large = g.n * g.ho * g.wo * g.c * g.o * g.kh * g.kw // g.groups >= _TABLE["onednn_min_macs"]
+    if (impl == "onednn" or (impl == "auto" and large and jax.device_count() == 1)) and (
             onednn_dtype and onednn_applies(g)):
         from jaxvision.layers import onednn
         if onednn.available():

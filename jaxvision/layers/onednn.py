@@ -92,7 +92,7 @@ def _build(root: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         tmp_out = Path(tmp) / out.name
-        cmd = [cxx, "-O2", "-std=c++17", "-shared", "-fPIC", "-w",
+        cmd = [cxx, "-O2", "-std=c++17", "-shared", "-fPIC", "-fopenmp", "-w",
                f"-I{root / 'include'}", f"-I{jax.ffi.include_dir()}", str(_SOURCE),
                "-o", str(tmp_out), f"-L{lib_dir}", "-ldnnl", f"-Wl,-rpath,{lib_dir}"]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
