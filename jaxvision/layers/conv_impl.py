@@ -594,8 +594,8 @@ def conv_plan(g: _Geometry, impl: str, platform: str, in_loop: bool = False,
     and more (``_TABLE``) take them: ResNet-18's train step at batch 32, medians of the
     variants timed in turn (``python experiments/plan_ab.py --model resnet18 --resolution
     224 --rounds 8 --variant impl=xla --variant impl=onednn``, then ``--resolution 64
-    --rounds 21``; Intel Xeon, tcmalloc), took 0.83x the ``'xla'`` rule's time at 224x224
-    (1,787 against 2,161 ms; its convs have 1.8-3.8G multiply-adds) but 1.39x at 64x64
+    --rounds 21``; Intel Xeon, tcmalloc), took 0.85x the ``'xla'`` rule's time at 224x224
+    (1,827 against 2,147 ms; its convs have 1.8-3.8G multiply-adds) but 1.39x at 64x64
     (255 against 184 ms; 0.3G each), where the same passes timed alone are as fast as the
     rule's (below).  The single device: XLA's partitioner cannot
     split a foreign call, and runs it on the whole gathered batch on every device of a
