@@ -199,10 +199,12 @@ def _peak_memory_mb(device) -> float | None:
 
 def device_name(device) -> str:
     """The device's kind; for a CPU, ``cpu: <model name> (<N> cores), <library>
-    convolutions, <allocator>``, since XLA calls every CPU just ``cpu``, CPU timings
-    differ widely between processor models, XLA:CPU can run convolutions with either of two
-    libraries (:func:`jaxvision.layers.conv_impl.configure_cpu_convolutions`), and the C
-    allocator changes the step time (:mod:`jaxvision.allocator`)."""
+    convolutions, [oneDNN <version> primitives, ]<allocator>``, since XLA calls every CPU
+    just ``cpu``, CPU timings differ widely between processor models, XLA:CPU can run
+    convolutions with either of two libraries
+    (:func:`jaxvision.layers.conv_impl.configure_cpu_convolutions`), the plan may call
+    oneDNN's convolution primitives (:mod:`jaxvision.layers.onednn`), and the C allocator
+    changes the step time (:mod:`jaxvision.allocator`)."""
     kind = getattr(device, "device_kind", str(device))
     if getattr(device, "platform", "") != "cpu":
         return kind
@@ -217,7 +219,20 @@ def device_name(device) -> str:
         cores = os.cpu_count()
     malloc = allocator_name()
     return (f"{kind}: {model} ({cores} cores), {cpu_conv_library()} convolutions, "
-            + ("C library malloc" if malloc == "system" else malloc))
+            + _onednn_primitives() + ("C library malloc" if malloc == "system" else malloc))
+
+
+def _onednn_primitives() -> str:
+    """``'oneDNN 3.2.0 primitives, '`` where the convolution plan may use them (single-device
+    CPU job, ``JAXVISION_CONV_IMPL`` auto or onednn, the library loads), else ``''``."""
+    import jax
+
+    from jaxvision.layers import conv_impl, onednn
+    impl = conv_impl.requested_impl()
+    if impl == "onednn" or (impl == "auto" and jax.device_count() == 1):
+        if onednn.available():
+            return f"oneDNN {onednn.version()} primitives, "
+    return ""
 
 
 def peak_tflops(device_kind: str, dtype: str) -> float | None:
@@ -589,7 +604,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=2, help="untimed steps after compiling")
     p.add_argument("--compare", choices=["torch"], default=None,
                    help="also time the timm model with PyTorch in this process")
-    p.add_argument("--conv-impl", choices=["auto", "lax", "matmul"], default=None,
+    p.add_argument("--conv-impl", choices=["auto", "onednn", "xla", "lax", "matmul"],
+                   default=None,
                    help="sets JAXVISION_CONV_IMPL for this run")
     p.add_argument("--xla-cpu-conv", choices=["auto", "onednn", "ynnpack"], default=None,
                    help="library XLA:CPU runs convolutions with (default: "

@@ -205,3 +205,21 @@ def test_build_is_cached(monkeypatch, tmp_path):
     stamp = first.stat().st_mtime_ns
     assert onednn._build(root) == first and first.stat().st_mtime_ns == stamp
     assert [p.name for p in first.parent.iterdir()] == [first.name]  # no leftovers
+
+
+def test_benchmark_names_the_primitives_in_its_device_column(monkeypatch):
+    from jaxvision import benchmark
+    monkeypatch.setattr(onednn, "available", lambda: True)
+    monkeypatch.setattr(onednn, "version", lambda: "3.2.0")
+    monkeypatch.delenv(conv_impl.ENV_VAR, raising=False)
+    monkeypatch.setattr(jax, "device_count", lambda: 1)
+    assert benchmark._onednn_primitives() == "oneDNN 3.2.0 primitives, "
+    assert "oneDNN 3.2.0 primitives, " in benchmark.device_name(jax.devices()[0])
+    monkeypatch.setenv(conv_impl.ENV_VAR, "xla")
+    assert benchmark._onednn_primitives() == ""
+    monkeypatch.setenv(conv_impl.ENV_VAR, "auto")
+    monkeypatch.setattr(jax, "device_count", lambda: 8)
+    assert benchmark._onednn_primitives() == ""
+    monkeypatch.setattr(onednn, "available", lambda: False)
+    monkeypatch.setenv(conv_impl.ENV_VAR, "onednn")
+    assert benchmark._onednn_primitives() == ""
