@@ -102,6 +102,7 @@ def test_plan_choice(monkeypatch):
     is one they compute, of at least onednn_min_macs; several devices, other platforms,
     smaller or grouped convs, paddings oneDNN refuses and a missing library keep the 'xla'
     rule; 'onednn' insists."""
+    monkeypatch.setenv("XLA_FLAGS", " ".join(conv_impl.ONEDNN_XLA_FLAGS))
     big = _geom(56, 64, 64, 3, 1)
     shortcut = _geom(56, 64, 128, 1, 2, pad=0)  # reads no last row: would need pad -1
     grouped = big._replace(groups=2, o=64)
@@ -112,6 +113,13 @@ def test_plan_choice(monkeypatch):
     small = _geom(16, 64, 64, 3, 1)  # 0.3G multiply-adds: XLA's rule is faster in the step
     assert conv_impl.conv_plan(small, "auto", "cpu") == conv_impl.conv_plan(small, "xla", "cpu")
     assert conv_impl.conv_plan(small, "onednn", "cpu") == ONEDNN
+    # The rule's Winograd passes stay from 128 channels: all three at 28x28, the forward
+    # and kernel gradient at 7x7 (whose input gradient the rule leaves native).
+    assert conv_impl.conv_plan(_geom(28, 128, 128, 3, 1), "auto", "cpu") == Plan(
+        "winograd4", "winograd4", "winograd4")
+    assert conv_impl.conv_plan(_geom(7, 512, 512, 3, 1), "auto", "cpu") == Plan(
+        "winograd2", "onednn", "winograd4")
+    assert conv_impl.conv_plan(_geom(28, 128, 128, 3, 1), "onednn", "cpu") == ONEDNN
     assert conv_impl.conv_plan(big, "onednn", "cpu") == ONEDNN
     xla = conv_impl.conv_plan(big, "xla", "cpu")
     assert "onednn" not in xla

@@ -25,6 +25,11 @@ can instead be computed by the backend's matrix multiply, which has no such clif
   output gradient with the flipped kernel) and its kernel gradient is (m+2)^2 GEMMs that
   contract over the tiles, ``(B^T d B)^T (A g A^T)``, followed by ``G^T . G``.
 
+* ``onednn``: not a rewrite but a library call: oneDNN's own convolution primitives
+  (forward, backward-data, backward-weights), which PyTorch runs on CPUs too, called from the
+  compiled program as XLA foreign functions (:mod:`jaxvision.layers.onednn`); float32 and
+  ungrouped only.
+
 Both directions of the backward pass are matrix products too.  A ``jax.custom_jvp`` writes
 the derivative ``conv(dx, w) + conv(x, dw)`` with one formulation per term, so that forward,
 input-gradient (``dgrad``) and kernel-gradient (``wgrad``) each use their own (``lax``,
@@ -41,8 +46,8 @@ Only NHWC/HWIO-style 2-D (and 1-D, as 2-D with height 1) convolutions without
 A Winograd pass asked for where it does not apply (not 3x3 stride-1 undilated ungrouped,
 padding outside [0, 2], or a dtype below float32) runs ``lax`` instead.
 Which formulation runs is decided by :func:`conv_plan` from static shapes, the backend and the
-``JAXVISION_CONV_IMPL`` environment variable (``auto`` (default), ``lax``, ``matmul``), read at
-trace time.
+``JAXVISION_CONV_IMPL`` environment variable (``auto`` (default), ``onednn``, ``xla``, ``lax``,
+``matmul``), read at trace time.
 """
 from __future__ import annotations
 
@@ -534,6 +539,7 @@ _TABLE = {
     "stem_max_channels": 4,
     "stem_min_taps": 49,
     "onednn_min_macs": 1_000_000_000,
+    "onednn_keep_winograd_min_channels": 128,
 }
 
 
@@ -597,7 +603,15 @@ def conv_plan(g: _Geometry, impl: str, platform: str, in_loop: bool = False,
     --rounds 21``; Intel Xeon, tcmalloc), took 0.85x the ``'xla'`` rule's time at 224x224
     (1,827 against 2,147 ms; its convs have 1.8-3.8G multiply-adds) but 1.39x at 64x64
     (255 against 184 ms; 0.3G each), where the same passes timed alone are as fast as the
-    rule's (below).  The single device: XLA's partitioner cannot
+    rule's (below).  Where the rule computes a pass by Winograd (4x fewer multiplies: 3x3
+    stride-1 convs with ``onednn_keep_winograd_min_channels`` channels or more), ``'auto'``
+    keeps it and gives oneDNN the other passes: WRN-28-10's train step (batch 16, 32x32,
+    ``python experiments/plan_ab.py --model wrn28_10 --resolution 32 --batch 16 --rounds 6
+    --variant onednn_keep_winograd_min_channels=1e9 --variant onednn_keep_winograd_min_channels=128
+    --variant impl=xla``) took 2,118 ms this way against 2,397 ms with every pass on oneDNN
+    (and 2,009 ms with the rule alone), ResNet-18's at 224x224 1,812 against 1,829 ms (2,155
+    with the rule alone; the same command with ``--model resnet18 --resolution 224 --batch
+    32 --rounds 8``).  The single device: XLA's partitioner cannot
     split a foreign call, and runs it on the whole gathered batch on every device of a
     sharded ``jit`` (correct, but as many times the work), so several (simulated) CPU
     devices keep XLA's own convolutions.
@@ -621,6 +635,9 @@ def conv_plan(g: _Geometry, impl: str, platform: str, in_loop: bool = False,
             onednn_dtype and onednn_applies(g)):
         from jaxvision.layers import onednn
         if onednn.available():
+            if impl == "auto" and min(g.c, g.o) >= _TABLE["onednn_keep_winograd_min_channels"]:
+                rule = _choose_plan_cpu(g, cpu_conv_library())
+                return Plan(*(f if f in _WINOGRAD else "onednn" for f in rule))
             return Plan("onednn", "onednn", "onednn")
         if impl == "onednn":
             raise RuntimeError(f"{ENV_VAR}=onednn, but oneDNN's convolutions are unavailable: "
