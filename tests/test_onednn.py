@@ -231,3 +231,16 @@ def test_benchmark_names_the_primitives_in_its_device_column(monkeypatch):
     monkeypatch.setattr(onednn, "available", lambda: False)
     monkeypatch.setenv(conv_impl.ENV_VAR, "onednn")
     assert benchmark._onednn_primitives() == ""
+
+
+def test_primitives_refuse_other_dtypes_and_misfit_shapes():
+    """The foreign calls read raw float32 buffers: anything else is refused while tracing."""
+    x, w = jnp.ones((2, 8, 8, 4)), jnp.ones((3, 3, 4, 6))
+    with pytest.raises(TypeError, match="float32 only"):
+        jax.eval_shape(onednn.conv, x.astype(jnp.bfloat16), w.astype(jnp.bfloat16))
+    with pytest.raises(ValueError, match="does not fit"):
+        jax.eval_shape(lambda g: onednn.dgrad(g, w, (2, 9, 9, 4)), jnp.ones((2, 6, 6, 6)))
+    with pytest.raises(ValueError, match="does not fit"):
+        jax.eval_shape(lambda g: onednn.wgrad(x, g, (3, 3, 4, 6)), jnp.ones((2, 8, 8, 6)))
+    assert jax.eval_shape(lambda g: onednn.wgrad(x, g, (3, 3, 4, 6)),
+                          jnp.ones((2, 6, 6, 6))).shape == (3, 3, 4, 6)

@@ -616,11 +616,12 @@ def conv_plan(g: _Geometry, impl: str, platform: str, in_loop: bool = False,
     sharded ``jit`` (correct, but as many times the work), so several (simulated) CPU
     devices keep XLA's own convolutions.
 
-    ResNet-18's convolutions at batch 32, 224x224, Intel Xeon (2 cores): the primitives
-    take 388 / 341 / 402 ms forward / input-grad / kernel-grad summed over the network,
-    PyTorch's ``conv2d`` 386 / 409 / 435 ms, the ``'xla'`` rule 441 / 490 / 703 ms
-    (``python experiments/conv_vs_torch.py --resolution 224``, then with
-    ``JAXVISION_CONV_IMPL=xla``).
+    ResNet-18's convolutions at batch 32, 224x224, Intel Xeon (2 cores), each pass timed
+    alone, summed over the network, ms forward / input-grad / kernel-grad: the primitives
+    450 / 408 / 449 (1,307) against PyTorch's ``conv2d`` 419 / 434 / 462 (1,316) in the same
+    run (``JAXVISION_CONV_IMPL=onednn python experiments/conv_vs_torch.py --resolution
+    224``); the ``'xla'`` rule 441 / 490 / 703 (1,634) against PyTorch's 386 / 409 / 435
+    (1,230) in another (``JAXVISION_CONV_IMPL=xla``).
     """
     if impl == "lax":
         return Plan("lax", "lax", "lax")

@@ -20,7 +20,7 @@ The shim is compiled on first use with the system's C++ compiler (``$CXX``, else
 against oneDNN's headers and library and jaxlib's FFI headers, and cached (by a hash of its
 source, jaxlib's version and oneDNN's location) under ``$JAXVISION_CACHE_DIR`` (default
 ``~/.cache/jaxvision``).  oneDNN comes from the ``onednn-cpu-gomp`` and
-``onednn-devel-cpu-gomp`` wheels (``pip install 'jaxvision[onednn]'``), found in the
+``onednn-devel-cpu-gomp`` wheels (installed with jaxvision on Linux x86-64), found in the
 Python environment's ``include/`` and ``lib/``, or under ``$JAXVISION_ONEDNN_ROOT``.
 Where any of this is missing, :func:`available` is False (and :func:`unavailable_reason`
 says why) and the convolution dispatch keeps XLA's own kernels.
@@ -175,21 +175,36 @@ conv_wgrad_p = Primitive("jaxvision_onednn_conv_wgrad")
 _REFS = {conv_fwd_p: _ref_fwd, conv_dgrad_p: _ref_dgrad, conv_wgrad_p: _ref_wgrad}
 
 
-def _out_shape(prim, a, b, params):
+def _abstract_eval(prim, a, b, **params):
+    """The result's aval, after checking dtypes and that the operands fit one convolution
+    (the foreign calls read raw float32 buffers and derive the geometry from their shapes)."""
+    if a.dtype != np.float32 or b.dtype != np.float32:
+        raise TypeError(f"{prim.name} computes float32 only, got {a.dtype} and {b.dtype}")
+    geom = {k: params[k] for k in ("strides", "dilation", "pads", "groups")}
+    fwd = functools.partial(_ref_fwd, **geom)
+    f32 = functools.partial(jax.ShapeDtypeStruct, dtype=np.float32)
     if prim is conv_fwd_p:
-        return jax.eval_shape(functools.partial(_ref_fwd, **params), a, b).shape
-    if prim is conv_dgrad_p:
-        return params["in_shape"]
-    return params["kernel_shape"]
+        out = jax.eval_shape(fwd, a, b).shape
+    elif prim is conv_dgrad_p:
+        out = params["in_shape"]
+        y = jax.eval_shape(fwd, f32(out), b).shape
+        if y != a.shape:
+            raise ValueError(f"{prim.name}: output gradient {a.shape} does not fit an input "
+                             f"of {out} and a kernel of {b.shape} (output {y})")
+    else:
+        out = params["kernel_shape"]
+        y = jax.eval_shape(fwd, a, f32(out)).shape
+        if y != b.shape:
+            raise ValueError(f"{prim.name}: output gradient {b.shape} does not fit an input "
+                             f"of {a.shape} and a kernel of {out} (output {y})")
+    return jax.core.ShapedArray(tuple(out), np.float32)
 
 
-for _prim, _kind in ((conv_fwd_p, "fwd"), (conv_dgrad_p, "dgrad"), (conv_wgrad_p, "wgrad")):
+for _prim in (conv_fwd_p, conv_dgrad_p, conv_wgrad_p):
     # Eager calls run the primitive compiled on its own.
     _prim.def_impl(lambda a, b, _p=_prim, **params: jax.jit(
         lambda u, v: _p.bind(u, v, **params))(a, b))
-    _prim.def_abstract_eval(
-        lambda a, b, _p=_prim, **params: jax.core.ShapedArray(_out_shape(_p, a, b, params),
-                                                              a.dtype))
+    _prim.def_abstract_eval(functools.partial(_abstract_eval, _prim))
     # Elsewhere than on the CPU: XLA's own convolution, which computes the same thing.
     mlir.register_lowering(_prim, mlir.lower_fun(
         lambda a, b, _p=_prim, **params: _REFS[_p](a, b, **params), multiple_results=False))
