@@ -64,6 +64,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxvision.layers import onednn
+
 IMPLS = ("auto", "onednn", "xla", "lax", "matmul")
 _FORMS = ("lax", "im2col", "shift", "winograd2", "winograd4", "onednn")
 ENV_VAR = "JAXVISION_CONV_IMPL"
@@ -634,7 +636,6 @@ def conv_plan(g: _Geometry, impl: str, platform: str, in_loop: bool = False,
     large = g.n * g.ho * g.wo * g.c * g.o * g.kh * g.kw // g.groups >= _TABLE["onednn_min_macs"]
     if (impl == "onednn" or (impl == "auto" and large and jax.device_count() == 1)) and (
             onednn_dtype and onednn_applies(g)):
-        from jaxvision.layers import onednn
         if onednn.available():
             if impl == "auto" and min(g.c, g.o) >= _TABLE["onednn_keep_winograd_min_channels"]:
                 rule = _choose_plan_cpu(g, cpu_conv_library())
@@ -896,7 +897,6 @@ def _lax_nhwc(x, w, g: _Geometry, precision, preferred):
 
 
 def _onednn_conv(x, w, g: _Geometry):
-    from jaxvision.layers import onednn
     return onednn.conv(x, w, g.strides, _onednn_pads(g), g.dilation, g.groups)
 
 
