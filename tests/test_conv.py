@@ -513,9 +513,18 @@ def test_plan_ab_script(capsys, monkeypatch):
     assert all(p.fwd == "im2col" for p in seen[half:])
     out = capsys.readouterr().out
     assert "ms per train step" in out and out.count(" x1.000 ") == 1
+    assert mod.parse_variant("impl=xla, winograd_min_side=3") == {"impl": "xla",
+                                                                 "winograd_min_side": 3}
+    # impl= sets JAXVISION_CONV_IMPL while its variant is traced (lax: no rule consulted).
+    monkeypatch.setenv(conv_impl.ENV_VAR, "auto")
+    seen.clear()
+    mod.main(["--model", "test_cnn", "--resolution", "8", "--batch", "2", "--rounds", "1",
+              "--variant", "impl=lax"])
+    assert not seen and os.environ[conv_impl.ENV_VAR] == "auto"
     for bad, match in (("winograd_min_sides=3", "did you mean winograd_min_side"),
                        ("winograd_min_side", "not KEY=VALUE"),
-                       ("winograd_min_side=big", "not a number")):
+                       ("winograd_min_side=big", "not a number"),
+                       ("impl=fast", "is not one of")):
         with pytest.raises(ValueError, match=match):
             mod.main(["--resolution", "8", "--variant", bad])
     for bad in (["--rounds", "0"], ["--batch", "0"], ["--resolution", "0"]):
