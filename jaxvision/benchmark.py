@@ -225,13 +225,9 @@ def device_name(device) -> str:
 def _onednn_primitives() -> str:
     """``'oneDNN 3.2.0 primitives, '`` where the convolution plan may use them (single-device
     CPU job, ``JAXVISION_CONV_IMPL`` auto or onednn, the library loads), else ``''``."""
-    import jax
-
     from jaxvision.layers import conv_impl, onednn
-    impl = conv_impl.requested_impl()
-    if impl == "onednn" or (impl == "auto" and jax.device_count() == 1):
-        if onednn.available():
-            return f"oneDNN {onednn.version()} primitives, "
+    if conv_impl.onednn_eligible(conv_impl.requested_impl()) and onednn.available():
+        return f"oneDNN {onednn.version()} primitives, "
     return ""
 
 

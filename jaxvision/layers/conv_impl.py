@@ -476,7 +476,7 @@ def _choose_plan_cpu(g: _Geometry, library: str = "ynnpack") -> Plan:
     strided_small = narrow or (strided and in_pos <= _TABLE["dgrad_strided_max_in_positions"])
     dgrad = "im2col" if (small_grad or strided_small) and wide else "lax"
     wgrad = "lax"
-    macs = g.n * g.ho * g.wo * g.c * g.o * taps
+    macs = _macs(g)
     onednn = library == "onednn"
     # Under oneDNN the large convs have a rule of their own (below).
     onednn_large = onednn and macs >= _TABLE["onednn_winograd_min_macs"]
@@ -573,6 +573,17 @@ def loop_body():
         _IN_LOOP.reset(token)
 
 
+def _macs(g: _Geometry) -> int:
+    """Multiply-adds of the forward pass."""
+    return g.n * g.ho * g.wo * g.c * g.o * g.kh * g.kw // g.groups
+
+
+def onednn_eligible(impl: str) -> bool:
+    """Whether ``impl`` may run oneDNN's primitives in this job: ``'onednn'`` always,
+    ``'auto'`` when the job has a single device (see :func:`conv_plan`)."""
+    return impl == "onednn" or (impl == "auto" and jax.device_count() == 1)
+
+
 def onednn_applies(g: _Geometry) -> bool:
     """Whether :mod:`jaxvision.layers.onednn` computes this conv: ungrouped, with paddings
     that oneDNN accepts once the rows and columns no output reads are dropped
@@ -633,8 +644,8 @@ def conv_plan(g: _Geometry, impl: str, platform: str, in_loop: bool = False,
     if platform != "cpu":
         # cuDNN / TPU convolutions have no such cliffs; keep the native op.
         return Plan("lax", "lax", "lax")
-    large = g.n * g.ho * g.wo * g.c * g.o * g.kh * g.kw // g.groups >= _TABLE["onednn_min_macs"]
-    if (impl == "onednn" or (impl == "auto" and large and jax.device_count() == 1)) and (
+    large = _macs(g) >= _TABLE["onednn_min_macs"]
+    if (impl == "onednn" or (large and onednn_eligible(impl))) and (
             onednn_dtype and onednn_applies(g)):
         if onednn.available():
             if impl == "auto" and min(g.c, g.o) >= _TABLE["onednn_keep_winograd_min_channels"]:

@@ -175,13 +175,17 @@ conv_wgrad_p = Primitive("jaxvision_onednn_conv_wgrad")
 _REFS = {conv_fwd_p: _ref_fwd, conv_dgrad_p: _ref_dgrad, conv_wgrad_p: _ref_wgrad}
 
 
+def _geom(params):
+    """The convolution's own parameters, without the result shape of a gradient."""
+    return {k: params[k] for k in ("strides", "dilation", "pads", "groups")}
+
+
 def _abstract_eval(prim, a, b, **params):
     """The result's aval, after checking dtypes and that the operands fit one convolution
     (the foreign calls read raw float32 buffers and derive the geometry from their shapes)."""
     if a.dtype != np.float32 or b.dtype != np.float32:
         raise TypeError(f"{prim.name} computes float32 only, got {a.dtype} and {b.dtype}")
-    geom = {k: params[k] for k in ("strides", "dilation", "pads", "groups")}
-    fwd = functools.partial(_ref_fwd, **geom)
+    fwd = functools.partial(_ref_fwd, **_geom(params))
     f32 = functools.partial(jax.ShapeDtypeStruct, dtype=np.float32)
     if prim is conv_fwd_p:
         out = jax.eval_shape(fwd, a, b).shape
@@ -232,10 +236,6 @@ mlir.register_lowering(conv_dgrad_p, _ffi_rule("dgrad"), platform="cpu")
 mlir.register_lowering(conv_wgrad_p, _ffi_rule("wgrad"), platform="cpu")
 
 
-def _geom(params):
-    return {k: params[k] for k in ("strides", "dilation", "pads", "groups")}
-
-
 # Transposes: each primitive is bilinear in its two operands.
 def _fwd_t_x(ct, x, w, **params):      # y = fwd(x, w): x-bar = dgrad(ct, w)
     return conv_dgrad_p.bind(ct, w, **_geom(params), in_shape=x.aval.shape)
@@ -266,25 +266,28 @@ ad.defbilinear(conv_dgrad_p, _dgrad_t_dy, _dgrad_t_w)
 ad.defbilinear(conv_wgrad_p, _wgrad_t_x, _wgrad_t_dy)
 
 
+def _params(strides, pads, dilation, groups):
+    """The primitives' static parameters, as hashable tuples."""
+    return dict(strides=tuple(strides), dilation=tuple(dilation),
+                pads=tuple(tuple(p) for p in pads), groups=int(groups))
+
+
 def conv(x, w, strides=(1, 1), pads=((0, 0), (0, 0)), dilation=(1, 1), groups=1):
     """``lax.conv_general_dilated(x, w, strides, pads, rhs_dilation=dilation,
     dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=groups)`` by oneDNN.
 
     Needs :func:`available`; differentiable to any order."""
-    return conv_fwd_p.bind(x, w, strides=tuple(strides), dilation=tuple(dilation),
-                           pads=tuple(tuple(p) for p in pads), groups=int(groups))
+    return conv_fwd_p.bind(x, w, **_params(strides, pads, dilation, groups))
 
 
 def dgrad(dy, w, in_shape, strides=(1, 1), pads=((0, 0), (0, 0)), dilation=(1, 1), groups=1):
     """The input gradient of :func:`conv` for an input of ``in_shape``."""
-    return conv_dgrad_p.bind(dy, w, strides=tuple(strides), dilation=tuple(dilation),
-                             pads=tuple(tuple(p) for p in pads), groups=int(groups),
+    return conv_dgrad_p.bind(dy, w, **_params(strides, pads, dilation, groups),
                              in_shape=tuple(in_shape))
 
 
 def wgrad(x, dy, kernel_shape, strides=(1, 1), pads=((0, 0), (0, 0)), dilation=(1, 1),
           groups=1):
     """The kernel gradient of :func:`conv` for a kernel of ``kernel_shape``."""
-    return conv_wgrad_p.bind(x, dy, strides=tuple(strides), dilation=tuple(dilation),
-                             pads=tuple(tuple(p) for p in pads), groups=int(groups),
+    return conv_wgrad_p.bind(x, dy, **_params(strides, pads, dilation, groups),
                              kernel_shape=tuple(kernel_shape))
