@@ -19,7 +19,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.dtype = "float32"        # compute dtype; 'bfloat16' for mixed precision (params stay f32)
 
     c.dataset = ml_collections.ConfigDict()
-    c.dataset.source = "bundled"       # bundled | idx | tfds | folder
+    c.dataset.source = "bundled"       # bundled | idx | tfds | folder | array_record
     c.dataset.name = ""                # tfds name, e.g. 'cifar10'
     c.dataset.path = ""                # idx / folder root
     c.dataset.data_dir = ""            # tfds data_dir
@@ -32,7 +32,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.dataset.verify = "header"        # folder: header | full | none (checks at load time)
     c.dataset.mean = ()                # () : the model's model_cfg mean/std
     c.dataset.std = ()
-    c.dataset.workers = 8              # host threads decoding streamed examples
+    c.dataset.workers = -1             # streamed data: worker processes making batches
+    #   (grain; 0: one thread of the training process; -1: one per CPU core). Batches and
+    #   their random crops depend on (seed, step) only, never on this (docs/data.md)
     c.dataset.prefetch = 2             # streamed data: batches sent to the devices early
     c.dataset.distort = ""             # '' | R | RTS | P | TC: distorted MNIST (Jaderberg et
     #   al., 2015): training images distorted afresh every step on device, eval images once

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvision import sharding
-from jaxvision.data import pipeline
+from jaxvision.data import loader, pipeline
 from jaxvision.registry import create_model, model_cfg
 
 CROPS = ("center", "flip", "ten_crop")
@@ -70,21 +70,25 @@ def make_eval_step(predict, num_classes, loss_fn):
     return eval_step
 
 
-def iterate_split(split, batch: int, mesh):
-    """Global (images, labels, weights) arrays covering ``split`` once, padded to ``batch``."""
+def iterate_split(split, batch: int, mesh, transform=None, workers: int = 0):
+    """Global (images, labels, weights) arrays covering ``split`` once, padded to ``batch``.
+    A streaming split is read by ``workers`` processes, through ``transform`` if given."""
     sh = sharding.batch_sharding(mesh)
     host = sharding.host_slice(batch)
-    for idx, w in pipeline.eval_batches(len(split), batch):
-        idx, w = idx[host], w[host]
-        x = split.images[idx] if split.in_memory else pipeline.load_examples(split, idx)
-        yield (sharding.global_array(x, sh),
-               sharding.global_array(split.labels[idx].astype(np.int32), sh),
+    if split.in_memory:
+        batches = ((split.images[i[host]], split.labels[i[host]], w[host])
+                   for i, w in pipeline.eval_batches(len(split), batch))
+    else:
+        batches = loader.eval_iterator(split, batch, host, transform, workers)
+    for x, y, w in batches:
+        yield (sharding.global_array(x, sh), sharding.global_array(y.astype(np.int32), sh),
                sharding.global_array(w, sh))
 
 
-def evaluate_split(eval_step, variables, split, batch: int, mesh) -> dict:
+def evaluate_split(eval_step, variables, split, batch: int, mesh, transform=None,
+                   workers: int = 0) -> dict:
     totals = None
-    for images, labels, weights in iterate_split(split, batch, mesh):
+    for images, labels, weights in iterate_split(split, batch, mesh, transform, workers):
         out = eval_step(variables, images, labels, weights)
         totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
     n = float(totals["count"])
@@ -92,11 +96,13 @@ def evaluate_split(eval_step, variables, split, batch: int, mesh) -> dict:
             "eval_accuracy": float(totals["correct"]) / n, "eval_count": int(n)}
 
 
-def predict_split(predict, variables, split, batch: int, mesh) -> np.ndarray:
+def predict_split(predict, variables, split, batch: int, mesh, transform=None,
+                  workers: int = 0) -> np.ndarray:
     """Class probabilities for every example of ``split``, in order."""
     repl = sharding.replicated(mesh)
     fn = jax.jit(lambda v, x: predict(v, x)[0], out_shardings=repl)
-    out = [np.asarray(fn(variables, images)) for images, _, _ in iterate_split(split, batch, mesh)]
+    out = [np.asarray(fn(variables, images))
+           for images, _, _ in iterate_split(split, batch, mesh, transform, workers)]
     return np.concatenate(out)[:len(split)]  # padding sits at the end of the last batch
 
 
@@ -159,6 +165,8 @@ def ensemble(workdirs, crops: str | None = None, dataset=None, batch_size: int |
         mcfg = model_cfg(config.model)
         if split is None:
             data = pipeline.load_datasets(ds_cfg, config.num_classes or None, mcfg["input_size"])
+            # streaming images: the first member's eval transform, in worker processes
+            _, eval_tf = loader.attach_transforms(data, ds_cfg, config.model, mcfg["input_size"])
             split = data.eval
         pipeline.validate_split(split, model.num_classes, mcfg["input_size"], "eval")
         mean = jnp.asarray(config.dataset.mean or mcfg["mean"], jnp.float32)
@@ -167,7 +175,7 @@ def ensemble(workdirs, crops: str | None = None, dataset=None, batch_size: int |
                                crops or config.eval_crops)
         batch = batch_size or config.eval_batch_size or config.batch_size
         sharding.check_global_batch(batch, mesh)
-        probs = predict_split(predict, variables, split, batch, mesh)
+        probs = predict_split(predict, variables, split, batch, mesh, eval_tf, ds_cfg.workers)
         members.append(float(np.mean(np.argmax(probs, -1) == split.labels)))
         total = probs if total is None else total + probs
     acc = float(np.mean(np.argmax(total, -1) == split.labels))

@@ -28,6 +28,7 @@ from jaxvision import checkpoint as ckpt
 from jaxvision import config as config_lib
 from jaxvision import evaluate as evaluation
 from jaxvision import losses, optim, sharding
+from jaxvision.data import loader as loader_lib
 from jaxvision.data import pipeline
 from jaxvision.registry import create_model, model_cfg
 
@@ -241,6 +242,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
     input_size = mcfg["input_size"]
     data = pipeline.load_datasets(config.dataset, config.num_classes or None, input_size)
     num_classes = config.num_classes or data.num_classes
+    # streaming splits are read through the configured train/eval transforms
+    train_tf, eval_tf = loader_lib.attach_transforms(data, config.dataset, config.model,
+                                                     input_size)
     pipeline.validate_split(data.train, num_classes, input_size, "train")
     pipeline.validate_split(data.eval, num_classes, input_size, "eval")
     model = create_model(config.model, num_classes=num_classes, dtype=jnp.dtype(config.dtype),
@@ -288,7 +292,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
             return gather(train_x, train_y, sharding.global_array(idx, batch_sh))
         loader = None
     else:
-        loader = pipeline.HostLoader(data.train, order, host, config.dataset.workers)
+        # worker processes make each step's batch from (seed, step) alone (data/loader.py)
+        loader = loader_lib.StepLoader(
+            loader_lib.TrainBatches(data.train, order, loader_lib.host_range(host, batch),
+                                    train_tf, config.seed),
+            total_steps, config.dataset.workers, buffer=prefetch + 1)
 
         def get_batch(step):
             x, y = loader(step)
@@ -375,9 +383,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
         variables = {"params": state.params, "batch_stats": state.batch_stats}
         if config.ema_decay and config.eval_with_ema:
             variables["params"] = state.ema_params
-        return evaluation.evaluate_split(eval_step, variables, data.eval, eval_batch, mesh)
+        return evaluation.evaluate_split(eval_step, variables, data.eval, eval_batch, mesh,
+                                         eval_tf, config.dataset.workers)
 
     def meta(step):
+        # The data position is the step: on resume the loader restarts at the restored step
+        # (StepLoader(step)), whose batches and crops are a function of (seed, step) alone.
         return {"step": step, "data_position": order.position(step),
                 "model": config.model, "num_classes": num_classes}
 

@@ -17,9 +17,9 @@ from jaxvision.data.folder import (
     load_folder,
     skipped_files,
 )
+from jaxvision.data.loader import StepLoader, TrainBatches
 from jaxvision.data.pipeline import (
     BatchOrder,
-    HostLoader,
     load_datasets,
     load_examples,
     validate_split,
@@ -636,7 +636,8 @@ def test_end_to_end_through_load_datasets(tmp_path):
     assert images.shape == (6, 8, 8, 3) and images.dtype == np.uint8
     for img, label in zip(images, ds.eval.labels):
         np.testing.assert_allclose(img.astype(int), flat(label, 8, 8).astype(int), atol=1)
-    loader = HostLoader(ds.train, BatchOrder(len(ds.train), 4, seed=0), slice(None), workers=4)
+    loader = StepLoader(TrainBatches(ds.train, BatchOrder(len(ds.train), 4, seed=0), (0, 4),
+                                     None, 0), total_steps=3, workers=0)
     try:
         for step in range(3):
             imgs, labels = loader(step)
@@ -669,13 +670,13 @@ def test_streamed_training_is_identical_with_and_without_device_prefetch(tmp_pat
 
     make_folder(tmp_path / "data", {"a": 12, "b": 12, "c": 12}, h=30, w=30)
     fetched = []
-    real = train.pipeline.HostLoader.__call__
+    real = train.loader_lib.StepLoader.__call__
 
     def spy(self, step):
         fetched.append(step)
         return real(self, step)
 
-    monkeypatch.setattr(train.pipeline.HostLoader, "__call__", spy)
+    monkeypatch.setattr(train.loader_lib.StepLoader, "__call__", spy)
     fetched_by_first_log = []
     real_flush = train._flush_train_logs
 
@@ -688,7 +689,7 @@ def test_streamed_training_is_identical_with_and_without_device_prefetch(tmp_pat
 
     def run(prefetch, workdir):
         cfg = folder_config(tmp_path / "data", image_size=(28, 28), channels=1,
-                            prefetch=prefetch)
+                            prefetch=prefetch, workers=0)
         cfg.model, cfg.batch_size, cfg.num_train_steps = "test_cnn", 8, 5
         cfg.log_every_steps, cfg.eval_every_steps, cfg.checkpoint_every_steps = 1, 5, 5
         cfg.async_checkpoint = False

@@ -197,7 +197,8 @@ def decode_image(path: str, channels: int = 3,
     channels = _check_channels(channels)
     image_size = _check_image_size(image_size)
     try:
-        return _decode(os.fspath(path), channels, image_size)
+        return _decode(path if hasattr(path, "read") else os.fspath(path), channels,
+                       image_size)
     except _FileFault as e:
         raise DataError(f"cannot decode image file {path}: {e}") from e
 
@@ -282,15 +283,43 @@ class FolderSource:
         return len(self.skipped)
 
     def __getitem__(self, i) -> tuple[np.ndarray, int]:
+        i = self._index(i)
+        return self._read_replacing(i, self._load), int(self.labels[i])
+
+    def read(self, i) -> tuple[bytes, str]:
+        """The encoded bytes of example ``i`` and its path (for a transform)."""
+        path = self.paths[self._index(i)]
+        try:
+            with open(path, "rb") as f:
+                return f.read(), path
+        except OSError as e:
+            raise DataError(f"cannot read image file {path}: {_reason(e)}") from e
+
+    def transformed(self, i, transform, rng_seed=None) -> np.ndarray:
+        """Example ``i`` through ``transform(bytes, rng, path)`` (``jaxvision.data.loader``),
+        with a fresh ``np.random.default_rng(rng_seed)``; a faulty file is replaced as
+        ``source[i]`` replaces it under ``skip_corrupt``."""
+        def load(j):
+            try:
+                data, path = self.read(j)
+                rng = None if rng_seed is None else np.random.default_rng(rng_seed)
+                return transform(data, rng, path)
+            except DataError as e:  # the transform names the path; the file is faulty
+                raise _FileFault(str(e)) from e
+        return self._read_replacing(self._index(i), load)
+
+    def _index(self, i) -> int:
         n = len(self.paths)
         i = int(i)
         if not -n <= i < n:
             raise IndexError(f"index {i} out of range for the {n} examples of {self.split}")
-        i %= n
+        return i % n
+
+    def _read_replacing(self, i: int, load) -> np.ndarray:
         label = int(self.labels[i])
         if i not in self._bad:  # a file already found faulty is not decoded again
             try:
-                return self._load(i), label
+                return load(i)
             except _FileFault as e:
                 if not self.skip_corrupt:
                     raise DataError(f"cannot decode image file {self.paths[i]}: {e} (set "
@@ -303,13 +332,13 @@ class FolderSource:
             if j in self._bad:
                 continue
             try:
-                img = self._load(j)
+                img = load(j)
             except _FileFault as e:
                 self._record(j, str(e))
                 continue
             with self._lock:
                 self.replacements.setdefault(self.paths[i], self.paths[j])
-            return img, label
+            return img
         raise DataError(f"every image file of class {self.classes[label]!r} in the {self.split} "
                         f"split is faulty; the first was {self.paths[i]}")
 

@@ -8,11 +8,11 @@ exactly the same global batches.  Each process loads only its contiguous part of
 global batch.
 
 In-memory splits are placed on device once, and batches are gathered there; streaming
-splits are decoded on the host by a thread pool one batch ahead.
+splits are decoded and transformed on the host by worker processes
+(``jaxvision.data.loader``).
 """
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 from typing import Iterator
 
@@ -20,7 +20,7 @@ import numpy as np
 
 from jaxvision.data.sources import DataError, Split, load_bundled, load_idx, load_tfds
 
-SOURCES = ("bundled", "idx", "tfds", "folder", "synthetic")
+SOURCES = ("bundled", "idx", "tfds", "folder", "array_record", "synthetic")
 
 
 @dataclasses.dataclass
@@ -55,6 +55,11 @@ def load_datasets(ds_cfg, num_classes: int | None = None, input_size=None) -> Da
         chans = ds_cfg.channels or (input_size[2] if input_size else None)
         splits = load_folder(ds_cfg.path, image_size=size, channels=chans,
                              skip_corrupt=ds_cfg.skip_corrupt, verify=ds_cfg.verify)
+    elif source == "array_record":
+        from jaxvision.data.records import load_records
+        size = tuple(ds_cfg.image_size) or (tuple(input_size[:2]) if input_size else None)
+        chans = ds_cfg.channels or (input_size[2] if input_size else None)
+        splits = load_records(ds_cfg.path, image_size=size, channels=chans)
     elif source == "synthetic":
         splits = synthetic_splits(ds_cfg, num_classes, input_size)
     else:
@@ -200,30 +205,6 @@ def load_examples(split: Split, indices: np.ndarray, pool=None) -> np.ndarray:
 
     imgs = list(pool.map(one, indices)) if pool is not None else [one(i) for i in indices]
     return np.stack(imgs).astype(np.uint8)
-
-
-class HostLoader:
-    """Yields this host's uint8 images and labels for each step, one batch ahead."""
-
-    def __init__(self, split: Split, order: BatchOrder, host_slice: slice, workers: int = 8):
-        self.split, self.order, self.host_slice = split, order, host_slice
-        self.pool = concurrent.futures.ThreadPoolExecutor(workers)
-        self._ahead = None
-
-    def _fetch(self, step):
-        idx = self.order.indices(step)[self.host_slice]
-        return load_examples(self.split, idx, self.pool), self.split.labels[idx]
-
-    def __call__(self, step: int):
-        if self._ahead is not None and self._ahead[0] == step:
-            result = self._ahead[1].result()
-        else:
-            result = self._fetch(step)
-        self._ahead = (step + 1, self.pool.submit(self._fetch, step + 1))
-        return result
-
-    def close(self):
-        self.pool.shutdown(wait=False, cancel_futures=True)
 
 
 def eval_batches(n: int, global_batch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:

@@ -181,27 +181,42 @@ def load_idx(path: str, num_classes: int | None = None) -> dict[str, Split]:
 # ---------------------------------------------------------------------------------------
 
 class _TfdsSource:
-    """Random access to a prepared tfds split (array_record), decoded to (uint8 HWC, label);
-    with ``image_size`` every image is resized (shorter side) and centre-cropped to it."""
+    """Random access to a prepared tfds split (array_record).  ``ds`` is opened with the
+    image feature left encoded (``tfds.decode.SkipDecoding``): ``read(i)`` gives its bytes
+    for a transform (``jaxvision.data.loader``), ``labels()`` reads the label feature alone,
+    and ``source[i]`` decodes to (uint8 HWC, label), resized (shorter side) and
+    centre-cropped to ``image_size`` when given."""
 
-    def __init__(self, ds, image_key, label_key, image_size=None):
+    def __init__(self, ds, image_key, label_key, image_size=None, name=""):
         self.ds, self.image_key, self.label_key = ds, image_key, label_key
-        self.image_size = image_size
+        self.image_size, self.name = image_size, name
 
     def __len__(self):
         return len(self.ds)
 
-    def __getitem__(self, i):
-        ex = self.ds[int(i)]
-        img = np.asarray(ex[self.image_key], np.uint8)
-        if self.image_size is not None and img.shape[:2] != tuple(self.image_size):
-            from PIL import Image
+    def read(self, i) -> tuple[bytes, str]:
+        return bytes(self.ds[int(i)][self.image_key]), f"{self.name}[{int(i)}]"
 
-            from jaxvision.data.folder import _resize_crop
-            pil = Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)
-            img = np.asarray(_resize_crop(pil, tuple(self.image_size)), np.uint8)
-            img = img[..., None] if img.ndim == 2 else img
-        return img, int(ex[self.label_key])
+    def labels(self) -> np.ndarray:
+        """Every label, from the label feature alone: no image is decoded."""
+        n = len(self.ds)
+        if hasattr(self.ds, "__getitems__"):  # one batched read per chunk
+            out = []
+            for s in range(0, n, 4096):
+                out += [int(ex[self.label_key]) for ex in
+                        self.ds.__getitems__(list(range(s, min(s + 4096, n))))]
+            return np.asarray(out, np.int32)
+        return np.asarray([int(self.ds[i][self.label_key]) for i in range(n)], np.int32)
+
+    def __getitem__(self, i):
+        from jaxvision.data.folder import decode_image
+        data, name = self.read(i)
+        import io
+        try:
+            img = decode_image(io.BytesIO(data), 3, self.image_size)
+        except DataError as e:
+            raise DataError(f"{name}: {e}") from e
+        return img, int(self.ds[int(i)][self.label_key])
 
 
 def load_tfds(name: str, data_dir: str | None = None, splits: Sequence[str] = ("train", "test"),
@@ -230,22 +245,25 @@ def load_tfds(name: str, data_dir: str | None = None, splits: Sequence[str] = ("
         if split not in info.splits:
             continue
         try:
-            ds = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+            ds = tfds.data_source(name, split=split, data_dir=data_dir, download=False,
+                                  decoders={image_key: tfds.decode.SkipDecoding()})
         except Exception as e:
             raise DataError(f"cannot open tfds {name}/{split} in {data_dir!r}: {e}. Prepare it "
                             f"first (pip install 'jaxvision[tf]'; tfds build {name}).") from e
         fixed = None not in shape
         resize = tuple(image_size) if (image_size and not fixed) else None
-        src = _TfdsSource(ds, image_key, label_key, resize)
-        n = len(src)
+        n = len(ds)
         if fixed and n * int(np.prod(shape)) <= max_in_memory_bytes:
+            ds = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
             images = np.empty((n, *shape), np.uint8)
             labels = np.empty((n,), np.int32)
             for i in range(n):
-                images[i], labels[i] = src[i]
+                ex = ds[i]
+                images[i], labels[i] = np.asarray(ex[image_key], np.uint8), int(ex[label_key])
             out[split] = Split(labels, num_classes, split, images=images)
         else:
-            labels = np.array([int(src.ds[i][label_key]) for i in range(n)], np.int32)
+            src = _TfdsSource(ds, image_key, label_key, resize, f"tfds {name}/{split}")
+            labels = src.labels()
             out_shape = shape if fixed else ((*resize, shape[-1]) if resize else None)
             out[split] = Split(labels, num_classes, split, source=src, image_shape=out_shape)
     if not out:
