@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -115,13 +115,13 @@ def check_workers(workers) -> int:
     return (os.cpu_count() or 1) if workers == -1 else workers
 
 
-def _iterate(fn: Callable[[int], Any], elements: Sequence[int], workers: int,
+def _iterate(fn: Callable[[int], Any], elements: range, workers: int,
              buffer: int) -> Iterator:
     """``fn(e)`` for each ``e`` of ``elements``, in order, made by ``workers`` processes
     (grain's ``mp_prefetch``) or, with 0, by one thread of this process."""
     import grain
 
-    ds = grain.MapDataset.source(list(elements)).map(fn)
+    ds = grain.MapDataset.range(elements.start, elements.stop).map(fn)
     if workers > 0:
         from absl import flags
         if not flags.FLAGS.is_parsed():
