@@ -32,6 +32,16 @@ def default_config() -> ml_collections.ConfigDict:
     c.dataset.verify = "header"        # folder: header | full | none (checks at load time)
     c.dataset.mean = ()                # () : the model's model_cfg mean/std
     c.dataset.std = ()
+    # Streaming sources (folder, tfds): host transforms on the full decoded image, in the
+    # loader's worker processes (jaxvision/data/transforms.py; docs/data.md).
+    c.dataset.train_transform = "random_resized_crop"  # | scale_jitter | alexnet | center
+    c.dataset.rrc_scale = (0.08, 1.0)  # random_resized_crop: area fraction (Szegedy et al.)
+    c.dataset.rrc_ratio = (3 / 4, 4 / 3)  # ... and aspect range, sampled log-uniformly
+    c.dataset.scale_jitter = (256, 480)  # scale_jitter: shorter side range (VGG / ResNet)
+    c.dataset.train_interpolation = "bilinear"  # resize of training crops (torchvision's)
+    c.dataset.flip = True              # random horizontal flip of training crops
+    c.dataset.crop_pct = 0.0           # eval: shorter side -> input / crop_pct; 0: the model's
+    c.dataset.interpolation = ""       # eval resize; '': the model's (model_cfg, as timm)
     c.dataset.workers = -1             # streamed data: worker processes making batches
     #   (grain; 0: one thread of the training process; -1: one per CPU core). Batches and
     #   their random crops depend on (seed, step) only, never on this (docs/data.md)

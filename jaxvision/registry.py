@@ -12,6 +12,8 @@ from typing import Any, Callable
 
 import flax.linen as nn
 
+from jaxvision.eval_cfgs import EVAL_CFGS
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INCEPTION_MEAN = (0.5, 0.5, 0.5)
@@ -27,6 +29,11 @@ _DEFAULT_CFG = dict(
     mean=IMAGENET_MEAN,
     std=IMAGENET_STD,
     crop_pct=0.875,
+    # eval resize (timm's eval transform): 'bilinear' | 'bicubic' | ...; crop_mode 'center'
+    # keeps the aspect ratio, 'squash' resizes both sides (timm's dm_nfnet configs).  Models
+    # timm has take timm's values from jaxvision/eval_cfgs.py unless they give their own.
+    interpolation="bilinear",
+    crop_mode="center",
 )
 
 # name -> (entry point, data contract).  Filled at import time by the model modules only.
@@ -56,7 +63,7 @@ def register_model(fn: Callable | None = None, **cfg):
         name = f.__name__
         if name in _MODELS:
             raise ValueError(f"model {name!r} is registered twice")
-        full = dict(_DEFAULT_CFG, **cfg)
+        full = dict(_DEFAULT_CFG, **EVAL_CFGS.get(name, {}), **cfg)
         full["input_size"] = tuple(full["input_size"])
         _MODELS[name] = (f, full)
         return f
@@ -99,7 +106,8 @@ def is_model(name: str) -> bool:
 
 
 def model_cfg(name: str) -> dict[str, Any]:
-    """The data contract of a model: input_size (H, W, C), num_classes, mean, std, crop_pct."""
+    """The data contract of a model: input_size (H, W, C), num_classes, mean, std, and its
+    eval transform's crop_pct, interpolation and crop_mode."""
     return dict(_lookup(name)[1])
 
 

@@ -1,0 +1,2 @@
+"""Data sources, host transforms and on-device augmentations."""
+from jaxvision.data.transforms import eval_image  # noqa: F401

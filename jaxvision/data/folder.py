@@ -80,13 +80,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from jaxvision.data.decode import PIL_FORMATS
+from jaxvision.data.decode import FileFault as _FileFault
+from jaxvision.data.decode import fault_reason as _reason
+from jaxvision.data.decode import to_8bit as _to_8bit
 from jaxvision.data.sources import DataError, Split
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif",
                               ".tiff", ".ppm", ".pgm"})
-# Pillow format names of those extensions (the JPEG opener also yields the multi-picture
-# 'MPO' files many cameras write).
-PIL_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF", "PPM")
 VERIFY_MODES = ("none", "header", "full")
 SPLIT_FOLDERS = {"train": "train", "val": "validation", "validation": "validation",
                  "test": "test"}
@@ -97,53 +98,10 @@ class CorruptImageWarning(UserWarning):
     """Faulty image files were skipped (``skip_corrupt=True``)."""
 
 
-class _FileFault(Exception):
-    """A file that cannot be decoded (internal: becomes DataError or a skip)."""
-
-
 # ---------------------------------------------------------------------------------------
-# Decoding
+# Decoding (the pixel-format rules live in jaxvision.data.decode, shared with the
+# streaming transforms)
 # ---------------------------------------------------------------------------------------
-
-def _composite_on_black(arr: np.ndarray) -> np.ndarray:
-    """(H, W, C+1) colour + alpha -> (H, W, C) colour * alpha, rounded."""
-    colour = arr[..., :-1].astype(np.uint32)
-    alpha = arr[..., -1:].astype(np.uint32)
-    return ((colour * alpha + 127) // 255).astype(np.uint8)
-
-
-def _to_8bit(img: Image.Image) -> Image.Image:
-    """Any accepted Pillow mode -> an 8-bit 'L' or 'RGB' image (see the module docstring)."""
-    mode = img.mode
-    if mode in ("L", "RGB"):
-        return img
-    if mode == "F":
-        raise _FileFault("32-bit float pixels (mode 'F') have no fixed range to map to "
-                         "8 bits; save the image as 8- or 16-bit")
-    if mode == "I" or mode.startswith("I;16"):
-        a = np.asarray(img)
-        if a.size and (int(a.min()) < 0 or int(a.max()) > 65535):
-            raise _FileFault(f"{mode!r} pixels span [{a.min()}, {a.max()}], outside the "
-                             f"16-bit range [0, 65535] that is scaled to 8 bits")
-        return Image.fromarray(np.rint(a.astype(np.float32) / 257.0).astype(np.uint8), "L")
-    if mode == "1":
-        return img.convert("L")
-    if mode in ("P", "PA"):
-        if mode == "PA" or "transparency" in img.info:
-            img, mode = img.convert("RGBA"), "RGBA"
-        else:
-            return img.convert("RGB")
-    if mode in ("LA", "La", "RGBA", "RGBa"):
-        a = np.asarray(img)
-        # 'La'/'RGBa' are stored premultiplied, which is already compositing onto black
-        colour = _composite_on_black(a) if mode[-1] == "A" else a[..., :-1]
-        colour = np.ascontiguousarray(colour[..., 0] if mode[0] == "L" else colour)
-        return Image.fromarray(colour, mode[:-1])
-    try:
-        return img.convert("RGB")  # CMYK, YCbCr, RGBX, ...
-    except (ValueError, OSError) as e:
-        raise _FileFault(f"image mode {mode!r} cannot be converted to RGB ({e})") from e
-
 
 def _resize_crop(img: Image.Image, size: tuple[int, int]) -> Image.Image:
     """Resize the shorter side to fit ``size=(H, W)``, then crop the centre."""
@@ -179,13 +137,6 @@ def _decode(path: str, channels: int, image_size: tuple[int, int] | None) -> np.
     if channels == 3 and arr.shape[-1] == 1:
         arr = np.repeat(arr, 3, axis=-1)
     return np.ascontiguousarray(arr)
-
-
-def _reason(e: BaseException) -> str:
-    if isinstance(e, Image.UnidentifiedImageError):
-        return ("not an image in an accepted format (" + ", ".join(PIL_FORMATS) + ")")
-    msg = str(e) or type(e).__name__
-    return f"{type(e).__name__}: {msg}"
 
 
 def decode_image(path: str, channels: int = 3,
