@@ -57,6 +57,14 @@ def main():
             time.sleep(args.sleep)
             return original(self, step)
         pipeline.BatchOrder.indices = slow
+        # streamed data: the loader is called once per step in this process
+        from jaxvision.data import loader
+        original_call = loader.StepLoader.__call__
+
+        def slow_call(self, step):
+            time.sleep(args.sleep)
+            return original_call(self, step)
+        loader.StepLoader.__call__ = slow_call
     try:
         result = train.train_and_evaluate(config, args.workdir)
     except train.Preempted:

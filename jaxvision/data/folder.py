@@ -255,8 +255,9 @@ class FolderSource:
                 data, path = self.read(j)
                 rng = None if rng_seed is None else np.random.default_rng(rng_seed)
                 return transform(data, rng, path)
-            except DataError as e:  # the transform names the path; the file is faulty
-                raise _FileFault(str(e)) from e
+            except DataError as e:  # a transform's DataError is a faulty file
+                msg, prefix = str(e), f"cannot decode image file {self.paths[j]}: "
+                raise _FileFault(msg[len(prefix):] if msg.startswith(prefix) else msg) from e
         return self._read_replacing(self._index(i), load)
 
     def _index(self, i) -> int:

