@@ -154,13 +154,14 @@ def cifar(c, name: str = "cifar10", epochs: float = 200, batch: int = 128):
 
 
 def imagenet(c, epochs: float = 90, batch: int = 256):
-    """ImageNet-1k from tfds (imagenet2012, prepared in dataset.data_dir), decoded to the
-    model's input size on the host, validation split for evaluation."""
+    """ImageNet-1k from tfds (imagenet2012, prepared in dataset.data_dir), streamed through
+    the host transforms (dataset.train_transform / crop_pct; docs/data.md), validation split
+    for evaluation."""
     c.dataset.source = "tfds"
     c.dataset.name = "imagenet2012"
     c.dataset.eval_split = "validation"
     c.batch_size = batch
     c.num_epochs = epochs
-    c.augment = "flip_lr"
+    c.augment = ""  # crop and flip: the host transform's
     c.log_every_steps = 500
     return c

@@ -490,13 +490,14 @@ def _profile_window(steps) -> tuple[int, int] | None:
 
 def _flush_train_logs(pending, writer, lr_fn, t0, imgs, done, total):
     host = jax.device_get([m for _, m in pending])
+    dt = max(time.time() - t0, 1e-9)
+    rate = imgs / dt  # training images per second since the last flush: the last row's
     for (step, _), m in zip(pending, host):
         writer.write({"step": step, "train_loss": float(m["train_loss"]),
                       "train_accuracy": float(m["train_accuracy"]),
                       "learning_rate": float(lr_fn(step - 1)),
-                      "grad_norm": float(m["grad_norm"]), "skipped": int(m["skipped"])})
-    dt = max(time.time() - t0, 1e-9)
-    rate = imgs / dt
+                      "grad_norm": float(m["grad_norm"]), "skipped": int(m["skipped"]),
+                      **({"img_per_s": rate} if step == done else {})})
     steps_per_s = len(pending) / dt
     eta = (total - done) / max(steps_per_s, 1e-9)
     last = host[-1]

@@ -59,14 +59,14 @@ def test_batches_depend_on_step_only_not_on_workers_or_restarts(tmp_path):
     a = ref[0][0][list(batches.order.indices(0)).index(i)]
     b = ref[3][0][list(batches.order.indices(3)).index(i)]
     assert not np.array_equal(a, b)
-    for workers in (0, 1, 2):
+    for workers in (1, 2):  # (0 workers: the other tests)
         got = collect(batches, 6, workers)
         for (x, y), (rx, ry) in zip(got, ref):
             np.testing.assert_array_equal(x, rx)
             np.testing.assert_array_equal(y, ry)
     # a loader started at step 4 (a resumed run) gives steps 4 and 5 unchanged; so does
     # one asked out of order
-    resumed = collect(batches, 2, 2, start=4)
+    resumed = collect(batches, 2, 0, start=4)
     np.testing.assert_array_equal(resumed[0][0], ref[4][0])
     np.testing.assert_array_equal(resumed[1][0], ref[5][0])
     ld = loader.StepLoader(batches, total_steps=6, workers=0)
@@ -191,7 +191,8 @@ def test_tfds_streaming_labels_skip_image_decoding(monkeypatch):
         calls.append(decoders)
         return Records()
 
-    monkeypatch.setattr(tfds, "builder", lambda name, data_dir=None: type("B", (), {"info": Info})())
+    builder = type("B", (), {"info": Info})()
+    monkeypatch.setattr(tfds, "builder", lambda name, data_dir=None: builder)
     monkeypatch.setattr(tfds, "data_source", data_source)
     out = sources.load_tfds("fake", splits=("train",))
     assert isinstance(calls[0]["image"], tfds.decode.SkipDecoding)
@@ -245,7 +246,7 @@ def test_killed_streaming_run_with_two_workers_resumes_bit_identically(tmp_path)
            "batch_size": 8, "learning_rate": 0.05, "log_every_steps": 1,
            "checkpoint_every_steps": 2, "eval_every_steps": 12, "num_train_steps": 12,
            "async_checkpoint": False}
-    ref, killed, one = tmp_path / "ref", tmp_path / "killed", tmp_path / "one"
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
     run_driver(ref, cfg)
     proc = subprocess.Popen(driver_cmd(killed, cfg, sleep=0.4), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -266,5 +267,3 @@ def test_killed_streaming_run_with_two_workers_resumes_bit_identically(tmp_path)
     expected = train_losses(ref)
     assert sorted(expected) == list(range(1, 13))
     assert train_losses(killed) == expected
-    run_driver(one, dict(cfg, **{"dataset.workers": 1}))  # one worker: the same batches
-    assert train_losses(one) == expected

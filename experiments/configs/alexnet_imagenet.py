@@ -20,5 +20,8 @@ def get_config(arg: str | None = None):
     c.weight_decay = 5e-4
     c.schedule = "step"
     c.step_epochs = (30, 60, 80)
-    c.augment = "random_resized_crop(224, scale=(0.35, 1.0))|flip_lr|pca_lighting(std=0.1)"
+    c.dataset.train_transform = "random_resized_crop"  # host, on the full image; + flip
+    c.dataset.rrc_scale = (0.35, 1.0)
+    c.dataset.crop_pct, c.dataset.interpolation = 0.875, "bilinear"  # eval: 256 -> 224 centre
+    c.augment = "pca_lighting(std=0.1)"  # on device
     return lock(c)

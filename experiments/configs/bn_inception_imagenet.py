@@ -21,5 +21,7 @@ def get_config(arg: str | None = None):
     c.schedule = "step"
     c.step_epochs = (10, 20, 30, 40, 50, 60, 70)
     c.step_gamma = 0.5
-    c.augment = "random_resized_crop(224)|flip_lr"
+    c.dataset.train_transform = "random_resized_crop"  # host, on the full image; + flip
+    c.dataset.crop_pct, c.dataset.interpolation = 0.875, "bilinear"  # eval: 256 -> 224 centre
+    c.augment = ""  # the crop and flip are the host transform's
     return lock(c)

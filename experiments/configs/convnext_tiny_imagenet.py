@@ -23,6 +23,8 @@ def get_config(arg: str | None = None):
     c.label_smoothing = 0.1
     c.model_kwargs.drop_path_rate = 0.1
     c.ema_decay = 0.9999
-    c.augment = "random_resized_crop(224)|flip_lr|randaugment(n=2, m=9)|random_erasing(p=0.25)"
+    c.dataset.train_transform = "random_resized_crop"  # host, on the full image; + flip
+    c.dataset.crop_pct, c.dataset.interpolation = 0.875, "bicubic"  # eval (ConvNeXt at 224)
+    c.augment = "randaugment(n=2, m=9)|random_erasing(p=0.25)"  # on device
     c.mix = "mixup(alpha=0.8)|cutmix(alpha=1.0)"
     return lock(c)

@@ -21,6 +21,8 @@ def get_config(arg: str | None = None):
     c.weight_decay = 1e-4
     c.schedule = "step"
     c.step_epochs = (75, 150, 225)
-    c.augment = "random_resized_crop(224)|flip_lr"
+    c.dataset.train_transform = "random_resized_crop"  # host, on the full image; + flip
+    c.dataset.crop_pct, c.dataset.interpolation = 0.875, "bilinear"  # eval: 256 -> 224 centre
+    c.augment = ""  # the crop and flip are the host transform's
     c.mix = "cutmix(alpha=1.0)"
     return lock(c)

@@ -22,6 +22,8 @@ def get_config(arg: str | None = None):
     c.warmup_steps = 10_000
     c.grad_clip_norm = 1.0
     c.model_kwargs.drop_path_rate = 0.1
-    c.augment = "random_resized_crop(224)|flip_lr|randaugment(n=2, m=10)"
+    c.dataset.train_transform = "random_resized_crop"  # host, on the full image; + flip
+    c.dataset.crop_pct, c.dataset.interpolation = 0.875, "bicubic"  # eval
+    c.augment = "randaugment(n=2, m=10)"  # on device
     c.mix = "mixup(alpha=0.5)"
     return lock(c)

@@ -26,7 +26,9 @@ def get_config(arg: str | None = None):
     c.agc_clip = 0.01
     c.agc_exclude = ("head", "fc")
     c.label_smoothing = 0.1
-    c.augment = "random_resized_crop(192)|flip_lr|randaugment(n=2, m=10)"
+    c.dataset.train_transform = "random_resized_crop"  # host, 192 (the model's input); + flip
+    c.dataset.crop_pct, c.dataset.interpolation = 0.9, "bicubic"  # eval: squash (model_cfg)
+    c.augment = "randaugment(n=2, m=10)"  # on device
     c.mix = "mixup(alpha=0.2)|cutmix(alpha=1.0)"
     c.ema_decay = 0.99999
     return lock(c)

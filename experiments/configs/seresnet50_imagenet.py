@@ -22,5 +22,7 @@ def get_config(arg: str | None = None):
     c.schedule = "step"
     c.step_epochs = (30, 60, 80)
     c.warmup_epochs = 5
-    c.augment = "random_resized_crop(224)|flip_lr"
+    c.dataset.train_transform = "random_resized_crop"  # host, on the full image; + flip
+    c.dataset.crop_pct, c.dataset.interpolation = 0.875, "bilinear"  # eval: 256 -> 224 centre
+    c.augment = ""  # the crop and flip are the host transform's
     return lock(c)

@@ -20,6 +20,8 @@ def get_config(arg: str | None = None):
     c.weight_decay = 5e-4
     c.schedule = "step"
     c.step_epochs = (30, 60)
-    c.augment = "scale_jitter(s_min=256, s_max=512, size=224)|flip_lr"
-    c.dataset.image_size = (256, 256)
+    c.dataset.train_transform = "scale_jitter"  # host: shorter side in [256, 512], 224 crop
+    c.dataset.scale_jitter = (256, 512)
+    c.dataset.crop_pct, c.dataset.interpolation = 0.875, "bilinear"  # eval: 256 -> 224 centre
+    c.augment = ""  # the flip is the host transform's
     return lock(c)
