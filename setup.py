@@ -40,7 +40,9 @@ setup(
         "tpu": ["jax[tpu]"],
         "tf": ["tensorflow-cpu>=2.16"],
         "convert": ["torch>=2.4", "torchvision>=0.19", "timm>=1.0.20"],
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100"],
+        # scikit-image / scikit-learn ship the photographs of experiments/make_jpeg_folder.py
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "scipy>=1.10",
+                 "scikit-image>=0.22", "scikit-learn>=1.3"],
     },
     entry_points={
         "console_scripts": [
