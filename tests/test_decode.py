@@ -84,6 +84,20 @@ def test_truncated_jpeg_and_non_image_raise_dataerror_naming_the_file(jpeg):
         dec.decode(b"", path="empty.png")
 
 
+@pytest.mark.parametrize("crop", [(50, 70), (120, 100), (240, 320)])
+def test_resize_equals_pillow(jpeg, crop):
+    # enlarging bilinear resizes take OpenCV's path; they must stay Pillow's pixels
+    img = dec.decode(jpeg)[: crop[0], : crop[1]]
+    for size, interp in [((224, 224), "bilinear"), ((96, 200), "bilinear"),
+                         ((224, 224), "bicubic")]:
+        ref = np.asarray(Image.fromarray(np.ascontiguousarray(img)).resize(
+            size[::-1], dec.INTERPOLATIONS[interp]))
+        diff = np.abs(dec.resize(img, size, interp).astype(int) - ref)
+        assert diff.max() <= 1 and diff.mean() < 0.3, (size, interp, diff.mean())
+    gray = dec.resize(img[..., :1], (224, 224))
+    assert gray.shape == (224, 224, 1)
+
+
 def test_png_and_alpha_through_pillow():
     rgba = np.zeros((8, 10, 4), np.uint8)
     rgba[..., 0] = 200

@@ -35,6 +35,10 @@ try:  # a hard dependency; the fallback keeps the module importable without it
     import simplejpeg
 except ImportError:  # pragma: no cover
     simplejpeg = None
+try:  # bilinear enlargement only (see resize); Pillow does everything without it
+    import cv2
+except ImportError:  # pragma: no cover
+    cv2 = None
 
 # Pillow format names that are decoded (the JPEG opener also yields the multi-picture 'MPO'
 # files many cameras write).  Content of any other format is refused, since some Pillow
@@ -240,13 +244,24 @@ def dct_min_size(height: int, width: int, crop_h: float, crop_w: float,
 
 def resize(img: np.ndarray, size: tuple[int, int], interpolation: str = "bilinear",
            box: tuple[float, float, float, float] | None = None) -> np.ndarray:
-    """Resize uint8 ``(H, W, C)`` to ``size=(h, w)`` with Pillow (antialiased when shrinking,
-    as torchvision and timm resize PIL images), optionally from the sub-pixel region
-    ``box=(left, top, right, bottom)`` only."""
+    """Resize uint8 ``(H, W, C)`` to ``size=(h, w)`` as Pillow does (antialiased when
+    shrinking, as torchvision and timm resize PIL images), optionally from the sub-pixel
+    region ``box=(left, top, right, bottom)`` only.
+
+    A bilinear resize that enlarges both sides goes through OpenCV instead: without
+    shrinking, Pillow's bilinear filter is plain bilinear interpolation at the same pixel
+    centres, which OpenCV computes several times faster (equal to within rounding,
+    ``experiments/decode_bench.py``).  Shrinking stays with Pillow: OpenCV's bilinear does
+    not antialias.
+    """
     out_h, out_w = size
     c = img.shape[-1]
-    pil = Image.fromarray(img[..., 0] if c == 1 else img, "L" if c == 1 else "RGB")
-    if box is None and pil.size == (out_w, out_h):
+    if box is None and img.shape[:2] == (out_h, out_w):
         return img
+    if (cv2 is not None and box is None and interpolation == "bilinear"
+            and out_h >= img.shape[0] and out_w >= img.shape[1]):
+        out = cv2.resize(img, (out_w, out_h), interpolation=cv2.INTER_LINEAR)
+        return out[..., None] if out.ndim == 2 else out
+    pil = Image.fromarray(img[..., 0] if c == 1 else img, "L" if c == 1 else "RGB")
     out = np.asarray(pil.resize((out_w, out_h), INTERPOLATIONS[interpolation], box=box))
     return out[..., None] if c == 1 else out
