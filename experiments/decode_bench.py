@@ -1,14 +1,14 @@
 """Per-image CPU cost of JPEG decoding, DCT-domain scaling, crop-aware decoding, resizing and
 the whole host transforms, one thread, files held in memory (no disk I/O), all in one
-process so the ratios compare like with like.
+process so the ratios compare like with like (the methods of a group take turns on every
+file).
 
     PYTHONPATH=$PWD python experiments/decode_bench.py \\
         --out experiments/results/decoders_cpu.json
 
 Files: ``--dir`` (any folder of JPEGs), else ``--images`` ImageNet-like files written by
 ``experiments/make_jpeg_folder.py`` into a temporary folder.  Every method runs over all
-files ``--repeats`` times (interleaved, so drifting load on a shared machine hits them
-alike); the minimum over repeats of the mean per image is reported, in ms, with the ratio
+files ``--repeats`` times; the minimum over repeats of the mean per image is reported, in ms, with the ratio
 to the reference of its group (Pillow for decoding and resizing; torchvision / timm for the
 whole transforms).  Optional libraries (OpenCV, PyTurboJPEG) are measured when installed.
 """
@@ -159,6 +159,16 @@ def region_methods():
     return m
 
 
+def scale_methods():
+    """simplejpeg at each M/8 DCT scale: what decoding smaller saves."""
+    def at(m):
+        def f(d, j):
+            return simplejpeg.decode_jpeg(d, min_height=-(-j["height"] * m // 8),
+                                          min_width=-(-j["width"] * m // 8))
+        return f
+    return {f"scale_{m}/8": at(m) for m in (8, 7, 6, 5, 4, 3, 2, 1)}
+
+
 def resize_methods():
     """Resize the (already decoded) crop to out x out."""
     def pil(crop, j):
@@ -179,15 +189,21 @@ def transform_methods(out):
     import torchvision.transforms as T
     rrc = tfm.RandomResizedCrop(out)
     rrc_full = tfm.RandomResizedCrop(out, dct=False)
+    rrc_area = tfm.RandomResizedCrop(out, interpolation="area")
     tv = T.Compose([T.RandomResizedCrop(out), T.RandomHorizontalFlip()])
     m = {"torchvision_rrc": lambda d, j: np.asarray(tv(Image.open(io.BytesIO(d)).convert("RGB"))),
-         "jaxvision_rrc": lambda d, j: rrc(d, j["rng"]),
-         "jaxvision_rrc_no_dct": lambda d, j: rrc_full(d, j["rng"])}
+         # the same crop of a file for both (its own generator)
+         "jaxvision_rrc": lambda d, j: rrc(d, np.random.default_rng(j["seed"])),
+         "jaxvision_rrc_no_dct": lambda d, j: rrc_full(d, np.random.default_rng(j["seed"])),
+         "jaxvision_rrc_area": lambda d, j: rrc_area(d, np.random.default_rng(j["seed"]))}
     return m
 
 
 def eval_methods():
     import timm.data
+    import torchvision.transforms as T
+    tv = T.Compose([T.Resize(256), T.CenterCrop(224)])  # torchvision's reference eval
+    tv_ours = tfm.CenterCropEval(224, 0.875, "bilinear")
     ours = tfm.eval_transform(None, "resnet50")
     ref = timm.data.transforms_factory.transforms_imagenet_eval(
         224, crop_pct=ours.crop_pct, interpolation=ours.interpolation)
@@ -199,21 +215,29 @@ def eval_methods():
         for t in steps:
             img = t(img)
         return np.asarray(img)
-    return {"timm_eval": timm_eval, "jaxvision_eval": lambda d, j: ours(d)}
+    return {"timm_eval_resnet50": timm_eval, "jaxvision_eval_resnet50": lambda d, j: ours(d),
+            "torchvision_eval_bilinear": lambda d, j: np.asarray(
+                tv(Image.open(io.BytesIO(d)).convert("RGB"))),
+            "jaxvision_eval_bilinear": lambda d, j: tv_ours(d)}
 
 
 # ---------------------------------------------------------------------------------------
 
 def time_group(methods, files, jobs, repeats, prepare=None):
-    """{name: min over repeats of the mean ms per image}."""
+    """{name: min over repeats of the mean ms per image}.  The methods take turns on every
+    file, so load that drifts on a shared machine falls on all of them alike."""
     best = {k: float("inf") for k in methods}
     inputs = files if prepare is None else [prepare(d, j) for d, j in zip(files, jobs)]
+    clock = time.perf_counter
     for _ in range(repeats):
-        for name, fn in methods.items():
-            t0 = time.perf_counter()
-            for x, j in zip(inputs, jobs):
+        total = dict.fromkeys(methods, 0.0)
+        for x, j in zip(inputs, jobs):
+            for name, fn in methods.items():
+                t0 = clock()
                 fn(x, j)
-            best[name] = min(best[name], (time.perf_counter() - t0) * 1e3 / len(inputs))
+                total[name] += clock() - t0
+        for name, t in total.items():
+            best[name] = min(best[name], t * 1e3 / len(inputs))
     return best
 
 
@@ -224,8 +248,43 @@ def make_jobs(files, out, seed):
         top, left, h, w = tfm.sample_rrc(np.random.default_rng([seed, i]), height, width)
         jobs.append(dict(top=top, left=left, h=h, w=w, out=out, height=height, width=width,
                          min_size=dec.dct_min_size(height, width, h, w, out, out),
-                         rng=np.random.default_rng([seed, i])))
+                         seed=[seed, i]))
     return jobs
+
+
+TABLE_START = "<!-- decoders_cpu table: experiments/decode_bench.py --docs -->"
+TABLE_END = "<!-- end decoders_cpu table -->"
+DOCS = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "docs", "data.md")
+
+
+def render_table(result: dict) -> str:
+    """The docs/data.md table of a results file."""
+    f = result["files"]
+    lines = [TABLE_START,
+             f"{f['count']} files, mean {f['mean_width']:.0f}x{f['mean_height']:.0f} (WxH), "
+             f"{f['mean_kib']:.0f} KiB; {result['cpu']}, one thread, {result['date'][:10]}; "
+             f"`{result['command']}`.", "",
+             "| group | method | ms / image | speed-up |", "|---|---|---:|---:|"]
+    for group, entries in result["groups"].items():
+        for name, e in entries.items():
+            if not isinstance(e, dict):
+                continue
+            ratio = next(v for k, v in e.items() if k.startswith("ratio_to_"))
+            ref = next(k for k in e if k.startswith("ratio_to_"))[len("ratio_to_"):]
+            lines.append(f"| {group} | {name} | {e['ms']:.2f} | {ratio:.2f}x {ref} |")
+        frac = entries.get("fraction_of_crops_dct_scaled")
+        if frac is not None:
+            lines.append(f"| {group} | (crops decoded DCT-scaled) | | {frac:.0%} |")
+    lines.append(TABLE_END)
+    return "\n".join(lines)
+
+
+def write_docs(result: dict, path: str = DOCS):
+    with open(path) as f:
+        text = f.read()
+    start, end = text.index(TABLE_START), text.index(TABLE_END) + len(TABLE_END)
+    with open(path, "w") as f:
+        f.write(text[:start] + render_table(result) + text[end:])
 
 
 def main(argv=None):
@@ -235,7 +294,13 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--outputs", default="224,128", help="crop output sizes to measure")
     p.add_argument("--out", default="experiments/results/decoders_cpu.json")
+    p.add_argument("--docs", action="store_true",
+                   help="only rewrite docs/data.md's table from the --out results file")
     args = p.parse_args(argv)
+    if args.docs:
+        with open(args.out) as f:
+            write_docs(json.load(f))
+        return
     files = load_files(args)
     sizes = np.array([dec.image_size(d) for d in files])
     result = {
@@ -263,6 +328,8 @@ def main(argv=None):
 
     jobs224 = make_jobs(files, 224, 0)
     record("decode_full", time_group(decode_methods(), files, jobs224, args.repeats), "pillow")
+    record("simplejpeg_dct_scale", time_group(scale_methods(), files, jobs224, args.repeats),
+           "scale_8/8")
     for out in (int(s) for s in args.outputs.split(",")):
         jobs = make_jobs(files, out, 0)
         frac = float(np.mean([j["min_size"] is not None for j in jobs]))
@@ -274,16 +341,15 @@ def main(argv=None):
                 simplejpeg.decode_jpeg(d)[j["top"]:j["top"] + j["h"], j["left"]:j["left"] + j["w"]])
         record(f"resize_crop_to_{out}", time_group(resize_methods(), files, jobs, args.repeats,
                                                    prepare=crop_of), "pillow_bilinear")
-        for j in jobs:  # the transforms draw their own crops from these generators
-            j["rng"] = np.random.default_rng([1, out])
         record(f"train_transform_{out}",
                time_group(transform_methods(out), files, jobs, args.repeats), "torchvision_rrc")
-    record("eval_transform_resnet50", time_group(eval_methods(), files, jobs224, args.repeats),
-           "timm_eval")
+    record("eval_transform", time_group(eval_methods(), files, jobs224, args.repeats),
+           "timm_eval_resnet50")
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
-    print(f"wrote {args.out}")
+    write_docs(result)
+    print(f"wrote {args.out} and its table in docs/data.md")
 
 
 if __name__ == "__main__":

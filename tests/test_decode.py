@@ -96,6 +96,26 @@ def test_resize_equals_pillow(jpeg, crop):
         assert diff.max() <= 1 and diff.mean() < 0.3, (size, interp, diff.mean())
     gray = dec.resize(img[..., :1], (224, 224))
     assert gray.shape == (224, 224, 1)
+    # 'area' (OpenCV, training only): antialiased, so near Pillow's bilinear filter and
+    # much nearer than OpenCV's plain (aliasing) bilinear when shrinking
+    import cv2
+    for size in [(224, 224), (40, 60)]:
+        ref = np.asarray(Image.fromarray(np.ascontiguousarray(img)).resize(
+            size[::-1], Image.Resampling.BILINEAR))
+        out = dec.resize(img, size, "area")
+        aliased = cv2.resize(np.ascontiguousarray(img), size[::-1],
+                             interpolation=cv2.INTER_LINEAR)
+        mad = np.abs(out.astype(int) - ref).mean()
+        assert out.shape == (*size, 3) and mad < 4, mad
+        if size[0] < img.shape[0] / 2:
+            assert mad < 0.7 * np.abs(aliased.astype(int) - ref).mean()
+
+
+def test_jpeg_with_a_recoverable_fault_decodes_as_pillow_does(jpeg):
+    # libjpeg-turbo warns about stray bytes before the end-of-image marker (as in a few
+    # ImageNet files); Pillow decodes such files, and so must the pipeline
+    odd = jpeg[:-2] + b"\x00\x00\x00" + jpeg[-2:]
+    np.testing.assert_array_equal(dec.decode(odd), pil_rgb(odd))
 
 
 def test_png_and_alpha_through_pillow():
@@ -111,3 +131,15 @@ def test_png_and_alpha_through_pillow():
     buf = io.BytesIO()
     Image.fromarray(np.full((5, 6), 65535, np.uint16)).save(buf, "PNG")
     np.testing.assert_array_equal(dec.decode(buf.getvalue()), 255)
+
+
+def test_docs_table_matches_the_results_file():
+    import json
+    import os
+    bench = load_experiment("decode_bench")
+    with open(os.path.join(os.path.dirname(bench.DOCS), os.pardir, "experiments", "results",
+                           "decoders_cpu.json")) as f:
+        result = json.load(f)
+    with open(bench.DOCS) as f:
+        assert bench.render_table(result) in f.read(), (
+            "docs/data.md is stale: run python experiments/decode_bench.py --docs")
