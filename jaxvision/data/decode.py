@@ -35,6 +35,10 @@ try:  # a hard dependency; the fallback keeps the module importable without it
     import simplejpeg
 except ImportError:  # pragma: no cover
     simplejpeg = None
+try:  # bilinear enlargement only (see resize); Pillow does everything without it
+    import cv2
+except ImportError:  # pragma: no cover
+    cv2 = None
 
 # Pillow format names that are decoded (the JPEG opener also yields the multi-picture 'MPO'
 # files many cameras write).  Content of any other format is refused, since some Pillow
@@ -48,6 +52,10 @@ INTERPOLATIONS = {
     "lanczos": Image.Resampling.LANCZOS,
     "box": Image.Resampling.BOX,
     "hamming": Image.Resampling.HAMMING,
+    # OpenCV's INTER_AREA when shrinking (antialiased by pixel-area averaging, as FFCV
+    # trains), bilinear when enlarging: about twice as fast as Pillow's bilinear filter,
+    # within a level or two of it (experiments/decode_bench.py); a training-only choice
+    "area": None,
 }
 
 _JPEG_SOI = b"\xff\xd8\xff"
@@ -188,9 +196,15 @@ def decode_raw(data: bytes, channels: int = 3, min_size: tuple[int, int] | None 
             if min_size is not None:
                 kw = dict(min_height=int(min_size[0]), min_width=int(min_size[1]))
             gray = header[2] == "Gray" or channels == 1
-            arr = simplejpeg.decode_jpeg(data, colorspace="GRAY" if gray else "RGB",
-                                         strict=True, **kw)
-            return _channels(arr, channels)
+            try:
+                arr = simplejpeg.decode_jpeg(data, colorspace="GRAY" if gray else "RGB",
+                                             strict=True, **kw)
+                return _channels(arr, channels)
+            except ValueError:
+                # libjpeg-turbo's warnings are errors in strict mode; a few real files
+                # (extraneous bytes before a marker, ...) draw one yet decode fine, as
+                # Pillow shows: it has the last word (and raises for a truncated file)
+                pass
         return _decode_pil(data, channels, min_size)
     except FileFault:
         raise
@@ -240,13 +254,39 @@ def dct_min_size(height: int, width: int, crop_h: float, crop_w: float,
 
 def resize(img: np.ndarray, size: tuple[int, int], interpolation: str = "bilinear",
            box: tuple[float, float, float, float] | None = None) -> np.ndarray:
-    """Resize uint8 ``(H, W, C)`` to ``size=(h, w)`` with Pillow (antialiased when shrinking,
-    as torchvision and timm resize PIL images), optionally from the sub-pixel region
-    ``box=(left, top, right, bottom)`` only."""
+    """Resize uint8 ``(H, W, C)`` to ``size=(h, w)`` as Pillow does (antialiased when
+    shrinking, as torchvision and timm resize PIL images), optionally from the sub-pixel
+    region ``box=(left, top, right, bottom)`` only.
+
+    A bilinear resize that enlarges both sides goes through OpenCV instead: without
+    shrinking, Pillow's bilinear filter is plain bilinear interpolation at the same pixel
+    centres, which OpenCV computes several times faster (equal to within rounding,
+    ``experiments/decode_bench.py``).  Shrinking stays with Pillow: OpenCV's bilinear does
+    not antialias.
+    """
     out_h, out_w = size
     c = img.shape[-1]
-    pil = Image.fromarray(img[..., 0] if c == 1 else img, "L" if c == 1 else "RGB")
-    if box is None and pil.size == (out_w, out_h):
+    if box is None and img.shape[:2] == (out_h, out_w):
         return img
+    if interpolation == "area":
+        return _resize_area(img, size, box)
+    if (cv2 is not None and box is None and interpolation == "bilinear"
+            and out_h >= img.shape[0] and out_w >= img.shape[1]):
+        out = cv2.resize(img, (out_w, out_h), interpolation=cv2.INTER_LINEAR)
+        return out[..., None] if out.ndim == 2 else out
+    pil = Image.fromarray(img[..., 0] if c == 1 else img, "L" if c == 1 else "RGB")
     out = np.asarray(pil.resize((out_w, out_h), INTERPOLATIONS[interpolation], box=box))
     return out[..., None] if c == 1 else out
+
+
+def _resize_area(img, size, box):
+    if cv2 is None:
+        raise ImportError("interpolation 'area' needs OpenCV: pip install opencv-python-headless")
+    out_h, out_w = size
+    if box is not None:  # whole pixels: a sub-pixel shift is immaterial to a training crop
+        left, top, right, bottom = (int(round(v)) for v in box)
+        img = img[max(top, 0):max(bottom, top + 1), max(left, 0):max(right, left + 1)]
+    shrink = out_h < img.shape[0] or out_w < img.shape[1]
+    out = cv2.resize(np.ascontiguousarray(img), (out_w, out_h),
+                     interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return out[..., None] if out.ndim == 2 else out
