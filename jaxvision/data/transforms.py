@@ -10,6 +10,11 @@ Training (see ``docs/data.md``):
 
 * :class:`RandomResizedCrop` - Inception-style crops (Szegedy et al., 2015) with exactly
   torchvision's sampling rule (:func:`sample_rrc`), resized to the input, random flip.
+
+Training crops are resized with ``interpolation='area'`` by default (OpenCV's pixel-area
+averaging when shrinking, bilinear when enlarging, as FFCV trains): antialiased like
+torchvision's Pillow filter and about twice as fast; ``'bilinear'`` gives Pillow's
+(torchvision's) pixels.
 * :class:`ScaleJitter` - shorter side random in ``[s_min, s_max]``, random square crop, flip
   (Simonyan & Zisserman, 2015; He et al., 2016).
 * :class:`AlexNetCrop` - shorter side to 256, centre 256x256, random 224 crop, flip
@@ -120,7 +125,7 @@ class RandomResizedCrop:
     size: int = 224
     scale: tuple[float, float] = (0.08, 1.0)
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    interpolation: str = "bilinear"
+    interpolation: str = "area"
     flip: bool = True
     channels: int = 3
     dct: bool = True  # decode downscaled when the crop is >= 2x the output
@@ -170,7 +175,7 @@ class ScaleJitter:
     size: int = 224
     s_min: int = 256
     s_max: int = 480
-    interpolation: str = "bilinear"
+    interpolation: str = "area"
     flip: bool = True
     channels: int = 3
     dct: bool = True
@@ -200,7 +205,7 @@ class AlexNetCrop:
 
     size: int = 224
     resize: int = 256
-    interpolation: str = "bilinear"
+    interpolation: str = "area"
     flip: bool = True
     channels: int = 3
     dct: bool = True
@@ -284,7 +289,7 @@ def train_transform(ds, model_name: str, input_size=None):
     cfg, size, c = _model_input(model_name, input_size)
     channels = int(ds.get("channels", 0) or c)
     name = ds.get("train_transform", "random_resized_crop")
-    interp = ds.get("train_interpolation", "bilinear") or "bilinear"
+    interp = ds.get("train_interpolation", "area") or "area"
     flip = bool(ds.get("flip", True))
     if name == "random_resized_crop":
         return RandomResizedCrop(size, tuple(ds.get("rrc_scale", (0.08, 1.0))),
