@@ -28,10 +28,10 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import make_jpeg_folder  # noqa: E402
+import make_jpeg_folder
 
-from jaxvision.data import decode as dec  # noqa: E402
-from jaxvision.data import transforms as tfm  # noqa: E402
+from jaxvision.data import decode as dec
+from jaxvision.data import transforms as tfm
 
 try:
     import cv2
@@ -43,7 +43,7 @@ try:
     _TJ = turbojpeg.TurboJPEG()
 except Exception:  # not installed, or libturbojpeg missing
     turbojpeg = _TJ = None
-import simplejpeg  # noqa: E402
+import simplejpeg
 
 
 def cpu_model() -> str:

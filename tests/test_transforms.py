@@ -64,7 +64,7 @@ def test_sample_rrc_matches_torchvision_in_distribution():
 
     s_ours, a_ours = _scale_aspect(ours, height, width)
     s_ref, a_ref = _scale_aspect(ref, height, width)
-    s_bad, a_bad = _scale_aspect(bad, height, width)
+    _, a_bad = _scale_aspect(bad, height, width)
     alpha = 1e-3
     assert stats.ks_2samp(s_ours, s_ref).pvalue > alpha
     assert stats.ks_2samp(a_ours, a_ref).pvalue > alpha
@@ -186,7 +186,7 @@ def test_faulty_file_names_its_path(landscape):
 
 def _timm_eval(name, data):
     torch = pytest.importorskip("torch")
-    timm = pytest.importorskip("timm")
+    pytest.importorskip("timm")
     import timm.data
     with torch.device("meta"):  # architecture only: no memory, no initialisation
         model = timm.create_model(name, pretrained=False)
