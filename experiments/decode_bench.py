@@ -28,10 +28,10 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import make_jpeg_folder  # noqa: E402
+import make_jpeg_folder
 
-from jaxvision.data import decode as dec  # noqa: E402
-from jaxvision.data import transforms as tfm  # noqa: E402
+from jaxvision.data import decode as dec
+from jaxvision.data import transforms as tfm
 
 try:
     import cv2
@@ -43,7 +43,7 @@ try:
     _TJ = turbojpeg.TurboJPEG()
 except Exception:  # not installed, or libturbojpeg missing
     turbojpeg = _TJ = None
-import simplejpeg  # noqa: E402
+import simplejpeg
 
 
 def cpu_model() -> str:
@@ -187,14 +187,15 @@ def resize_methods():
 
 def transform_methods(out):
     import torchvision.transforms as T
-    rrc = tfm.RandomResizedCrop(out)
-    rrc_full = tfm.RandomResizedCrop(out, dct=False)
-    rrc_area = tfm.RandomResizedCrop(out, interpolation="area")
+    rrc = tfm.RandomResizedCrop(out, interpolation="bilinear")
+    rrc_full = tfm.RandomResizedCrop(out, interpolation="bilinear", dct=False)
+    rrc_area = tfm.RandomResizedCrop(out, interpolation="area")  # the default
     tv = T.Compose([T.RandomResizedCrop(out), T.RandomHorizontalFlip()])
     m = {"torchvision_rrc": lambda d, j: np.asarray(tv(Image.open(io.BytesIO(d)).convert("RGB"))),
          # the same crop of a file for both (its own generator)
-         "jaxvision_rrc": lambda d, j: rrc(d, np.random.default_rng(j["seed"])),
-         "jaxvision_rrc_no_dct": lambda d, j: rrc_full(d, np.random.default_rng(j["seed"])),
+         "jaxvision_rrc_bilinear": lambda d, j: rrc(d, np.random.default_rng(j["seed"])),
+         "jaxvision_rrc_bilinear_no_dct": lambda d, j: rrc_full(d, np.random.default_rng(
+             j["seed"])),
          "jaxvision_rrc_area": lambda d, j: rrc_area(d, np.random.default_rng(j["seed"]))}
     return m
 

@@ -143,3 +143,22 @@ def test_docs_table_matches_the_results_file():
     with open(bench.DOCS) as f:
         assert bench.render_table(result) in f.read(), (
             "docs/data.md is stale: run python experiments/decode_bench.py --docs")
+
+
+def test_make_jpeg_folder_writes_imagenet_like_photographs(tmp_path):
+    pytest.importorskip("skimage")  # the generator's other photographs
+    sizes = np.array([_mk.sample_size(np.random.default_rng([5, i])) for i in range(4000)])
+    assert 330 <= sizes[:, 0].mean() <= 380 and 375 <= sizes[:, 1].mean() <= 430
+    assert (sizes[:, 1] > sizes[:, 0]).mean() > 0.6  # mostly landscape
+    _mk.main([str(tmp_path), "--images", "12", "--classes", "3", "--gray-fraction", "0.25",
+              "--cmyk-fraction", "0.25", "--seed", "1"])
+    files = sorted(tmp_path.glob("c*/*.JPEG"))
+    assert len(files) == 12 and sorted({f.parent.name for f in files}) == ["c000", "c001", "c002"]
+    modes = set()
+    for f in files:
+        data = f.read_bytes()
+        with Image.open(io.BytesIO(data)) as img:
+            modes.add(img.mode)
+        out = dec.decode(data, path=str(f))
+        assert out.ndim == 3 and out.shape[-1] == 3 and out.std() > 10  # a photograph
+    assert modes == {"RGB", "L", "CMYK"}

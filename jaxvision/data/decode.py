@@ -252,6 +252,15 @@ def dct_min_size(height: int, width: int, crop_h: float, crop_w: float,
 # Resizing
 # ---------------------------------------------------------------------------------------
 
+def single_threaded():
+    """Keep OpenCV to one thread in this process.  Call it once in each loader worker
+    process: the loader already runs one process per core, and OpenCV's own thread pool
+    (one thread per core by default) would oversubscribe them.  Not done at import, which
+    would change the importing program's OpenCV settings."""
+    if cv2 is not None:
+        cv2.setNumThreads(1)
+
+
 def resize(img: np.ndarray, size: tuple[int, int], interpolation: str = "bilinear",
            box: tuple[float, float, float, float] | None = None) -> np.ndarray:
     """Resize uint8 ``(H, W, C)`` to ``size=(h, w)`` as Pillow does (antialiased when
@@ -284,7 +293,7 @@ def _resize_area(img, size, box):
         raise ImportError("interpolation 'area' needs OpenCV: pip install opencv-python-headless")
     out_h, out_w = size
     if box is not None:  # whole pixels: a sub-pixel shift is immaterial to a training crop
-        left, top, right, bottom = (int(round(v)) for v in box)
+        left, top, right, bottom = (round(v) for v in box)
         img = img[max(top, 0):max(bottom, top + 1), max(left, 0):max(right, left + 1)]
     shrink = out_h < img.shape[0] or out_w < img.shape[1]
     out = cv2.resize(np.ascontiguousarray(img), (out_w, out_h),

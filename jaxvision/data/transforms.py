@@ -10,6 +10,11 @@ Training (see ``docs/data.md``):
 
 * :class:`RandomResizedCrop` - Inception-style crops (Szegedy et al., 2015) with exactly
   torchvision's sampling rule (:func:`sample_rrc`), resized to the input, random flip.
+
+Training crops are resized with ``interpolation='area'`` by default (OpenCV's pixel-area
+averaging when shrinking, bilinear when enlarging, as FFCV trains): antialiased like
+torchvision's Pillow filter and about twice as fast; ``'bilinear'`` gives Pillow's
+(torchvision's) pixels.
 * :class:`ScaleJitter` - shorter side random in ``[s_min, s_max]``, random square crop, flip
   (Simonyan & Zisserman, 2015; He et al., 2016).
 * :class:`AlexNetCrop` - shorter side to 256, centre 256x256, random 224 crop, flip
@@ -49,17 +54,17 @@ def sample_rrc(rng: np.random.Generator, height: int, width: int,
     for _ in range(10):
         target_area = area * rng.uniform(scale[0], scale[1])
         aspect = math.exp(rng.uniform(log_lo, log_hi))
-        w = int(round(math.sqrt(target_area * aspect)))
-        h = int(round(math.sqrt(target_area / aspect)))
+        w = round(math.sqrt(target_area * aspect))
+        h = round(math.sqrt(target_area / aspect))
         if 0 < w <= width and 0 < h <= height:
             top = int(rng.integers(0, height - h + 1))
             left = int(rng.integers(0, width - w + 1))
             return top, left, h, w
     in_ratio = width / height
     if in_ratio < min(ratio):
-        w, h = width, int(round(width / min(ratio)))
+        w, h = width, round(width / min(ratio))
     elif in_ratio > max(ratio):
-        h, w = height, int(round(height * max(ratio)))
+        h, w = height, round(height * max(ratio))
     else:
         w, h = width, height
     return (height - h) // 2, (width - w) // 2, h, w
@@ -120,7 +125,7 @@ class RandomResizedCrop:
     size: int = 224
     scale: tuple[float, float] = (0.08, 1.0)
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    interpolation: str = "bilinear"
+    interpolation: str = "area"
     flip: bool = True
     channels: int = 3
     dct: bool = True  # decode downscaled when the crop is >= 2x the output
@@ -170,7 +175,7 @@ class ScaleJitter:
     size: int = 224
     s_min: int = 256
     s_max: int = 480
-    interpolation: str = "bilinear"
+    interpolation: str = "area"
     flip: bool = True
     channels: int = 3
     dct: bool = True
@@ -200,7 +205,7 @@ class AlexNetCrop:
 
     size: int = 224
     resize: int = 256
-    interpolation: str = "bilinear"
+    interpolation: str = "area"
     flip: bool = True
     channels: int = 3
     dct: bool = True
@@ -256,8 +261,8 @@ class CenterCropEval:
         else:
             hw = shorter_side_size(img.shape[0], img.shape[1], s)
         img = _decode.resize(img, hw, self.interpolation)
-        top = int(round((hw[0] - self.size) / 2.0))
-        left = int(round((hw[1] - self.size) / 2.0))
+        top = round((hw[0] - self.size) / 2.0)
+        left = round((hw[1] - self.size) / 2.0)
         return np.ascontiguousarray(img[top:top + self.size, left:left + self.size])
 
 
@@ -281,10 +286,10 @@ def train_transform(ds, model_name: str, input_size=None):
     ``rrc_ratio``, ``scale_jitter``, ``train_interpolation``, ``flip``, ``channels``).
     ``input_size=(H, W, C)`` overrides the model's.
     """
-    cfg, size, c = _model_input(model_name, input_size)
+    _, size, c = _model_input(model_name, input_size)
     channels = int(ds.get("channels", 0) or c)
     name = ds.get("train_transform", "random_resized_crop")
-    interp = ds.get("train_interpolation", "bilinear") or "bilinear"
+    interp = ds.get("train_interpolation", "area") or "area"
     flip = bool(ds.get("flip", True))
     if name == "random_resized_crop":
         return RandomResizedCrop(size, tuple(ds.get("rrc_scale", (0.08, 1.0))),
@@ -294,7 +299,7 @@ def train_transform(ds, model_name: str, input_size=None):
         s_min, s_max = (int(v) for v in ds.get("scale_jitter", (256, 480)))
         return ScaleJitter(size, s_min, s_max, interp, flip, channels)
     if name == "alexnet":
-        return AlexNetCrop(size, int(round(size * 256 / 224)), interp, flip, channels)
+        return AlexNetCrop(size, round(size * 256 / 224), interp, flip, channels)
     if name == "center":  # no augmentation: the eval transform
         return eval_transform(ds, model_name, input_size)
     raise ValueError(f"dataset.train_transform must be one of {TRAIN_TRANSFORMS}, got {name!r}")
