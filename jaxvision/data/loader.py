@@ -111,6 +111,12 @@ def check_workers(workers) -> int:
     return (os.cpu_count() or 1) if workers == -1 else workers
 
 
+def _worker_init(index: int, count: int):
+    """In each worker process: one OpenCV thread (the workers already fill the cores)."""
+    from jaxvision.data import decode
+    decode.single_threaded()
+
+
 def _iterate(fn: Callable[[int], Any], elements: range, workers: int,
              buffer: int) -> Iterator:
     """``fn(e)`` for each ``e`` of ``elements``, in order, made by ``workers`` processes
@@ -128,7 +134,8 @@ def _iterate(fn: Callable[[int], Any], elements: range, workers: int,
         # would only contend for the same cores
         it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=1))
         it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(
-            num_workers=workers, per_worker_buffer_size=max(1, buffer)))
+            num_workers=workers, per_worker_buffer_size=max(1, buffer)),
+            worker_init_fn=_worker_init)
     else:
         it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=1,
                                                      prefetch_buffer_size=max(1, buffer)))
