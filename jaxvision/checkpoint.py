@@ -244,8 +244,8 @@ def save(mngr: ocp.CheckpointManager, step: int, state, meta: dict, force: bool 
         return saved
     except Exception as e:
         _remove_partial(directory)
-        reason = ("the disk is full" if isinstance(e, OSError) and e.errno == errno.ENOSPC
-                  else _one_line(e))
+        full = isinstance(e, OSError) and e.errno == errno.ENOSPC
+        reason = ("the disk is full: " if full else "") + _one_line(e)
         raise CheckpointError(
             f"saving checkpoint step {step} in {directory} failed ({reason}; needs about "
             f"{needed:,} bytes, {_free_bytes(directory):,} free); {kept}") from e
