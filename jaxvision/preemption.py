@@ -58,6 +58,10 @@ class SignalFlag:
     def name(self) -> str:
         return signal.Signals(self.signum).name if self.signum else "SIGTERM"
 
+    def describe(self) -> str:
+        return "Interrupted (SIGINT)" if self.signum == signal.SIGINT else (
+            f"Preempted ({self.name})" if self.is_set() else "Preempted")
+
     @property
     def exit_code(self) -> int:
         return EXIT_CODES.get(self.signum, PREEMPTED_EXIT_CODE)

@@ -29,6 +29,7 @@ from jaxvision import config as config_lib
 from jaxvision import evaluate as evaluation
 from jaxvision import losses, optim, run_identity, sharding
 from jaxvision.data import pipeline
+from jaxvision.metrics_log import MetricWriter, truncate_metrics
 from jaxvision.preemption import PREEMPTED_EXIT_CODE, Preempted, SignalFlag, exit_now  # noqa: F401
 from jaxvision.registry import create_model, model_cfg
 from jaxvision.runlock import WorkdirBusy, WorkdirLock
@@ -163,55 +164,6 @@ def make_train_step(model, tx, config, num_classes, mean, std, augment_fn, mix_f
 # -------------------------------------------------------------------------------------------
 # Logging
 # -------------------------------------------------------------------------------------------
-
-class MetricWriter:
-    """metrics.jsonl (one JSON object per line) + TensorBoard, written by process 0 only."""
-
-    def __init__(self, workdir):
-        self.active = jax.process_index() == 0
-        self.path = os.path.join(workdir, "metrics.jsonl")
-        self.tb = None
-        if self.active:
-            try:
-                from tensorboardX import SummaryWriter
-                self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
-            except ImportError:  # pragma: no cover
-                self.tb = None
-
-    def write(self, row: dict):
-        if not self.active:
-            return
-        row = {k: (float(v) if isinstance(v, (np.floating, float)) else v) for k, v in row.items()}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-        if self.tb is not None:
-            for k, v in row.items():
-                if k != "step" and isinstance(v, (int, float)):
-                    self.tb.add_scalar(k, v, row["step"])
-
-    def close(self):
-        if self.tb is not None:
-            self.tb.close()
-
-
-def truncate_metrics(path: str, after_step: int):
-    """On resume, drop rows a killed run logged after its last checkpoint, so the log holds
-    each step once."""
-    if not os.path.exists(path) or jax.process_index() != 0:
-        return
-    with open(path) as f:
-        rows = [line for line in f if line.strip()]
-    kept = []
-    for line in rows:
-        try:
-            if json.loads(line).get("step", 0) <= after_step:
-                kept.append(line)
-        except json.JSONDecodeError:  # a line cut by a kill
-            continue
-    with open(path + ".tmp", "w") as f:
-        f.writelines(kept)
-    os.replace(path + ".tmp", path)
-
 
 def log(msg: str):
     if jax.process_index() == 0:
@@ -437,8 +389,7 @@ def _train(config, workdir: str, preempt: SignalFlag) -> dict:
                 if mngr.latest_step() != step:  # else this step is already saved
                     save(state, step, force=True)
                     ckpt.finish(mngr)
-                log(f"{preempt.name if preempt.is_set() else 'Preempted'}: checkpoint written "
-                    f"at step {step}; rerun to resume.")
+                log(f"{preempt.describe()}: checkpoint written at step {step}; rerun to resume.")
                 raise Preempted(step, preempt.exit_code)
             images, labels = next_batch(step)
             state, metrics = train_step(state, images, labels)

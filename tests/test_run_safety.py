@@ -241,7 +241,7 @@ def test_ctrl_c_checkpoints_and_exits_130_and_early_signals_exit_with_status(tmp
     assert "KeyboardInterrupt" not in out
     steps = sorted(int(d) for d in os.listdir(wd / "checkpoints") if d.isdigit())
     assert steps and steps[-1] == max(train_losses(wd)) < 200
-    assert f"SIGINT: checkpoint written at step {steps[-1]}" in out
+    assert f"Interrupted (SIGINT): checkpoint written at step {steps[-1]}" in out
     # SIGTERM before the loop (the run is setting up): status 75 and a message
     early = tmp_path / "early"
     proc = subprocess.Popen(_cli(early, "--config.num_train_steps=4"), stdout=subprocess.PIPE,
