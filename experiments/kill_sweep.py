@@ -236,10 +236,11 @@ def run_trial(wd, mode, rng, sleep, startup, ref_losses, ref_params) -> dict:
 
 
 def sweep(faults: int, seed: int = 0, sleep: float = 0.15, workroot: str | None = None,
-          modes: tuple[str, ...] | None = None, jobs: int = 1) -> dict:
+          modes: tuple[str, ...] | None = None, jobs: int = 1, progress=None) -> dict:
     """Run trials until ``faults`` faults happened.  ``modes`` fixes each trial's fault in
     turn instead of drawing it from :data:`MODES`; ``jobs`` trials run at a time (each in
-    its own workdir; they share nothing but the reference)."""
+    its own workdir; they share nothing but the reference).  ``progress(tally)`` is called
+    after every batch of trials."""
     from concurrent.futures import ThreadPoolExecutor
 
     rng = random.Random(seed)
@@ -283,6 +284,8 @@ def sweep(faults: int, seed: int = 0, sleep: float = 0.15, workroot: str | None 
                                               "detail": r["detail"]})
                 print(f"trial {t} ({r['mode']}): faults {r['faults']}, {r['outcome']}; "
                       f"{tally['faults']} faults so far", file=sys.stderr, flush=True)
+            if progress is not None:
+                progress(tally)
     return tally
 
 
@@ -296,16 +299,23 @@ def main():
     ap.add_argument("--out", default="")
     args = ap.parse_args()
     start = time.time()
-    tally = sweep(args.faults, args.seed, args.sleep, jobs=args.jobs)
-    tally["seconds"] = round(time.time() - start, 1)
-    tally["environment"] = environment()
-    tally["command"] = "python " + " ".join(
+    env = environment()
+    command_line = "python " + " ".join(
         [os.path.relpath(os.path.abspath(__file__), REPO)] + sys.argv[1:])
-    print(json.dumps(tally, indent=2))
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(tally, f, indent=2)
+
+    def write(tally, complete):
+        tally = dict(tally, complete=complete, seconds=round(time.time() - start, 1),
+                     environment=env, command=command_line)
+        if args.out:  # after every batch, so that an interrupted sweep leaves its figures
+            os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+            with open(args.out + ".tmp", "w") as f:
+                json.dump(tally, f, indent=2)
+            os.replace(args.out + ".tmp", args.out)
+        return tally
+
+    tally = sweep(args.faults, args.seed, args.sleep, jobs=args.jobs,
+                  progress=lambda t: write(t, False))
+    print(json.dumps(write(tally, True), indent=2))
     sys.exit(1 if tally["lost_runs"] or tally["wrong_results"] else 0)
 
 
