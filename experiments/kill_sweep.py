@@ -45,6 +45,7 @@ CONFIG = {"model": "test_cnn", "dataset.source": "bundled", "dataset.train_size"
           "async_checkpoint": True, "max_to_keep": 2}
 
 
+MAX_WAIT = 900.0  # seconds a run may take to reach its kill moment (a loaded machine is slow)
 MODES = ("random", "during_write", "during_restore", "sigint", "corrupt_newest",
          "second_trainer")
 
@@ -77,13 +78,13 @@ def final_params(workdir):
             for k, v in jax.tree_util.tree_leaves_with_path(variables)}
 
 
-def run_to_end(workdir, sleep, timeout=600):
+def run_to_end(workdir, sleep, timeout=MAX_WAIT):
     proc = subprocess.run(command(workdir, sleep), capture_output=True, text=True,
                           timeout=timeout)
     return proc.returncode, proc.stderr[-2000:]
 
 
-def kill_once(workdir, sleep, mode, rng, max_wait=120.0, delay=None):
+def kill_once(workdir, sleep, mode, rng, max_wait=MAX_WAIT, delay=None):
     """Start the run and SIGKILL (``sigint``: SIGINT) it; returns what kind of moment it was
     stopped at, 'finished' when the run ended first, or 'failed: ...' for a wrong status."""
     os.makedirs(workdir, exist_ok=True)
@@ -156,10 +157,11 @@ def corrupt_newest(workdir, rng):
     return f"{how} {os.path.relpath(path, ckdir)}"
 
 
-def second_trainer(workdir, max_wait=180.0):
+def second_trainer(workdir, max_wait=MAX_WAIT):
     """Start a trainer, then a second one on the same workdir while the first trains.
     Returns (overlapped, refused_properly, first_status)."""
-    first = subprocess.Popen(command(workdir, 1.0), stdout=subprocess.DEVNULL,
+    # slow steps, so that the first still trains while the second starts up
+    first = subprocess.Popen(command(workdir, 6.0), stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     metrics = os.path.join(workdir, "metrics.jsonl")
     start = time.time()
