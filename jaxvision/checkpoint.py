@@ -221,6 +221,15 @@ def finish(mngr: ocp.CheckpointManager):
     seal_committed(str(mngr.directory))
 
 
+def _join_writer_threads(timeout: float = 60.0):
+    """Wait for the threads orbax started for a save (they outlive a failed one)."""
+    me = threading.current_thread()
+    for t in threading.enumerate():
+        if t is not me and not t.daemon and ("handler" in t.name or "commit" in t.name
+                                             or "metadata" in t.name):
+            t.join(timeout)
+
+
 def save(mngr: ocp.CheckpointManager, step: int, state, meta: dict, force: bool = False) -> bool:
     """Save ``state`` at ``step``.  Fails at this save, with the previous checkpoint intact
     and no temporary folder left, when the disk is too full (or the write fails)."""
@@ -243,6 +252,13 @@ def save(mngr: ocp.CheckpointManager, step: int, state, meta: dict, force: bool 
         seal_committed(directory)  # a synchronous save is committed by now
         return saved
     except Exception as e:
+        # orbax's background writers of this step may still be running: let them end
+        # before removing their temporary folder, or they recreate it
+        try:
+            mngr.wait_until_finished()
+        except Exception:  # noqa: BLE001 -- the same failure, reported below
+            pass
+        _join_writer_threads()
         _remove_partial(directory)
         full = isinstance(e, OSError) and e.errno == errno.ENOSPC
         reason = ("the disk is full: " if full else "") + _one_line(e)
