@@ -28,4 +28,4 @@ def test_kill_sample_resumes_bit_identically(tmp_path):
     kinds = tally["by_kind"]
     assert kinds["during_write"] >= 1 and kinds["corrupt_newest"] >= 1, tally
     assert kinds["second_trainer"] <= tally["second_trainer_refused"], tally
-    assert tally["resumed_runs"] >= 2, tally
+    assert tally["resumed_runs"] >= 1, tally

@@ -231,9 +231,10 @@ def test_ctrl_c_checkpoints_and_exits_130_and_early_signals_exit_with_status(tmp
                        "checkpoint_every_steps": 50}), "--sleep", "0.2"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=_env())
-    deadline = time.time() + 180
+    deadline = time.time() + 600
     while time.time() < deadline and not (wd / "metrics.jsonl").exists():
         time.sleep(0.05)
+    assert (wd / "metrics.jsonl").exists(), "the run did not start training in 10 minutes"
     time.sleep(0.6)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=120)
@@ -448,7 +449,9 @@ def test_documented_bad_inputs_are_rejected(case, message, tmp_path, reference, 
         while _HELD:
             _HELD.pop().release()
     assert message in str(e.value), str(e.value)
-    if case != "workdir:disk-full":  # that one is refused at its first save, by design
+    # a full disk is found at the first save, by design; a checkpoint is verified at restore,
+    # after the step function is built but before jit compiles it (at its first call)
+    if case not in ("workdir:disk-full", "workdir:no-usable-checkpoint"):
         assert not calls
 
 
