@@ -294,7 +294,8 @@ def sweep(faults: int, seed: int = 0, sleep: float = 0.15, workroot: str | None 
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--faults", type=int, default=40)
+    ap.add_argument("--faults", "--kills", type=int, default=40,
+                    help="faults to inject in all (--kills: its former name)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sleep", type=float, default=0.15, help="host delay per step (s)")
     ap.add_argument("--jobs", type=int, default=1, help="trials run at a time")
