@@ -97,6 +97,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.max_to_keep = 3
     c.async_checkpoint = True
     c.init_from = ""                   # explicit checkpoint to initialise the weights from
+    c.restart = False                  # start afresh in a used workdir: what is there is moved
+    #   aside to WORKDIR/replaced-<time>/ (never deleted); see docs/checkpoints.md
     c.max_consecutive_nonfinite = 10
     c.profile_steps = ()               # (start, stop): jax.profiler trace of steps [start, stop)
     #   written to WORKDIR/profile (TensorBoard's profile plugin or Perfetto opens it;
@@ -122,6 +124,74 @@ def validate_keys(config, reference=None, prefix: str = ""):
         if (isinstance(sub, ml_collections.ConfigDict) and key != "model_kwargs"
                 and isinstance(reference[key], ml_collections.ConfigDict)):
             validate_keys(sub, reference[key], prefix + key + ".")
+
+
+# ------------------------------------------------------------------------------------------
+# Range checks (run before anything is loaded or compiled)
+# ------------------------------------------------------------------------------------------
+
+# Spellings accepted for ``config.dtype``, mapped to the numpy name the trainer uses.
+DTYPE_ALIASES = {"float32": "float32", "fp32": "float32", "f32": "float32", "float": "float32",
+                 "bfloat16": "bfloat16", "bf16": "bfloat16",
+                 "float16": "float16", "fp16": "float16", "f16": "float16", "half": "float16"}
+
+# Sources whose held-out split is fixed by the source itself (``dataset.validation_size`` is
+# not used by them) and the size they hold out.
+FIXED_VALIDATION = {"bundled": 1_000}
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def validate(config) -> None:
+    """Range-check every numeric setting; raise ``ValueError`` naming the first bad one.
+
+    ``config.dtype`` aliases (``bf16``, ``fp32``, ...) are rewritten to their numpy name,
+    so ``config.json`` and the run's identity record one spelling.
+    """
+    def need(ok: bool, msg: str):
+        if not ok:
+            raise ValueError(msg)
+
+    def whole(key: str, value, minimum: int):
+        need(_is_int(value) and value >= minimum,
+             f"{key} must be a whole number >= {minimum}, got {value!r}")
+
+    whole("max_to_keep", config.max_to_keep, 1)
+    whole("log_every_steps", config.log_every_steps, 1)
+    whole("batch_size", config.batch_size, 1)
+    for key in ("eval_every_steps", "checkpoint_every_steps", "num_train_steps",
+                "eval_batch_size", "num_classes", "bn_group_size", "warmup_steps"):
+        whole(key + (" (0: default)" if key != "num_train_steps" else ""), config[key], 0)
+    whole("max_consecutive_nonfinite", config.max_consecutive_nonfinite, 1)
+    if config.num_train_steps == 0:
+        need(isinstance(config.num_epochs, (int, float)) and not isinstance(
+            config.num_epochs, bool) and config.num_epochs > 0,
+            f"num_epochs must be > 0 when num_train_steps=0, got {config.num_epochs!r}")
+    need(isinstance(config.learning_rate, (int, float)) and config.learning_rate >= 0,
+         f"learning_rate must be >= 0, got {config.learning_rate!r}")
+    need(0 <= config.label_smoothing < 1,
+         f"label_smoothing must be in [0, 1), got {config.label_smoothing!r}")
+    need(0 <= config.ema_decay < 1, f"ema_decay must be in [0, 1), got {config.ema_decay!r}")
+    dtype = str(config.dtype).lower()
+    need(dtype in DTYPE_ALIASES, f"unknown dtype {config.dtype!r}; choose one of "
+         f"{sorted(set(DTYPE_ALIASES.values()))} (aliases: {sorted(DTYPE_ALIASES)})")
+    config.dtype = DTYPE_ALIASES[dtype]
+    ds = config.dataset
+    whole("dataset.train_size (0: all)", ds.train_size, 0)
+    whole("dataset.workers", ds.workers, 1)
+    whole("dataset.prefetch", ds.prefetch, 0)
+    if ds.eval_split == "validation":
+        fixed = FIXED_VALIDATION.get(ds.source)
+        default = default_config().dataset.validation_size
+        if fixed is not None:
+            need(ds.validation_size in (default, fixed),
+                 f"dataset.validation_size={ds.validation_size!r} is not used by the "
+                 f"{ds.source!r} source, which holds out a fixed {fixed:,} examples; leave it "
+                 f"unset (or set it to {fixed})")
+        else:
+            whole("dataset.validation_size", ds.validation_size, 1)
 
 
 # ------------------------------------------------------------------------------------------

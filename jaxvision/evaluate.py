@@ -122,17 +122,15 @@ def load_run(workdir: str):
     with open(path) as f:
         saved = json.load(f)
     kwargs = saved.pop("model_kwargs", {}) or {}
+    saved = {k: v for k, v in saved.items() if not k.startswith("_")}  # _history: a record
     config.update_from_flattened_dict(_flatten(saved))
     for k, v in kwargs.items():
         config.model_kwargs[k] = v
-    directory, step = ckpt.find_restore_path(workdir)
-    mngr = ckpt.ocp.CheckpointManager(directory, item_names=("state", "meta"))
-    try:
-        restored = mngr.restore(step, args=ckpt.ocp.args.Composite(
-            state=ckpt.ocp.args.StandardRestore(), meta=ckpt.ocp.args.JsonRestore()))
-    finally:
-        mngr.close()
-    state, meta = restored["state"], restored["meta"]
+    # the newest checkpoint that verifies; read-only: nothing in the workdir is written
+    loaded = ckpt.load(workdir)
+    if loaded is None:
+        raise ckpt.CheckpointError(f"{workdir} holds no checkpoint")
+    state, meta, _ = loaded
     num_classes = config.num_classes or meta["num_classes"]
     model = create_model(config.model, num_classes=num_classes, dtype=jnp.dtype(config.dtype),
                          **dict(config.model_kwargs))

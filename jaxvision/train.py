@@ -5,16 +5,16 @@
 
 Rerunning the same command on the same workdir resumes from the newest complete
 checkpoint; the resumed run is step-for-step identical to an uninterrupted one.
-SIGTERM writes a checkpoint at the current step and exits with status 75.
+SIGTERM writes a checkpoint at the current step and exits with status 75; SIGINT (Ctrl-C)
+does the same and exits with 130 (jaxvision/preemption.py).  A rerun must be the same run
+(jaxvision/run_identity.py) and only one trainer may use a workdir (jaxvision/runlock.py).
 """
 from __future__ import annotations
 
 import inspect
 import json
 import os
-import signal
 import sys
-import threading
 import time
 from typing import Any
 
@@ -27,18 +27,13 @@ import optax
 from jaxvision import checkpoint as ckpt
 from jaxvision import config as config_lib
 from jaxvision import evaluate as evaluation
-from jaxvision import losses, optim, sharding
+from jaxvision import losses, optim, run_identity, sharding
 from jaxvision.data import loader as loader_lib
 from jaxvision.data import pipeline
+from jaxvision.metrics_log import MetricWriter, truncate_metrics
+from jaxvision.preemption import PREEMPTED_EXIT_CODE, Preempted, SignalFlag, exit_now  # noqa: F401
 from jaxvision.registry import create_model, model_cfg
-
-PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: "try again" -- rerun the command to resume
-
-
-class Preempted(SystemExit):
-    def __init__(self, step):
-        super().__init__(PREEMPTED_EXIT_CODE)
-        self.step = step
+from jaxvision.runlock import WorkdirBusy, WorkdirLock
 
 
 class NonFiniteError(FloatingPointError):
@@ -171,55 +166,6 @@ def make_train_step(model, tx, config, num_classes, mean, std, augment_fn, mix_f
 # Logging
 # -------------------------------------------------------------------------------------------
 
-class MetricWriter:
-    """metrics.jsonl (one JSON object per line) + TensorBoard, written by process 0 only."""
-
-    def __init__(self, workdir):
-        self.active = jax.process_index() == 0
-        self.path = os.path.join(workdir, "metrics.jsonl")
-        self.tb = None
-        if self.active:
-            try:
-                from tensorboardX import SummaryWriter
-                self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
-            except ImportError:  # pragma: no cover
-                self.tb = None
-
-    def write(self, row: dict):
-        if not self.active:
-            return
-        row = {k: (float(v) if isinstance(v, (np.floating, float)) else v) for k, v in row.items()}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-        if self.tb is not None:
-            for k, v in row.items():
-                if k != "step" and isinstance(v, (int, float)):
-                    self.tb.add_scalar(k, v, row["step"])
-
-    def close(self):
-        if self.tb is not None:
-            self.tb.close()
-
-
-def truncate_metrics(path: str, after_step: int):
-    """On resume, drop rows a killed run logged after its last checkpoint, so the log holds
-    each step once."""
-    if not os.path.exists(path) or jax.process_index() != 0:
-        return
-    with open(path) as f:
-        rows = [line for line in f if line.strip()]
-    kept = []
-    for line in rows:
-        try:
-            if json.loads(line).get("step", 0) <= after_step:
-                kept.append(line)
-        except json.JSONDecodeError:  # a line cut by a kill
-            continue
-    with open(path + ".tmp", "w") as f:
-        f.writelines(kept)
-    os.replace(path + ".tmp", path)
-
-
 def log(msg: str):
     if jax.process_index() == 0:
         print(msg, flush=True)
@@ -229,15 +175,35 @@ def log(msg: str):
 # train_and_evaluate
 # -------------------------------------------------------------------------------------------
 
+# ---- run safety: checks, the workdir lock and signals around the run (begin) ------------
 def train_and_evaluate(config, workdir: str) -> dict:
-    """Train ``config.model`` on ``config.dataset``; returns the final eval metrics."""
-    # ---- setup: validate everything before compiling anything -------------------------
+    """Train ``config.model`` on ``config.dataset``; returns the final eval metrics.
+
+    Before anything is loaded or compiled, every setting is range-checked, the workdir is
+    locked for this process's life, and a rerun is checked to be the same run."""
     config_lib.validate_keys(config)
+    config_lib.validate(config)
+    signals = SignalFlag().install()
+    lock = None
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        if jax.process_index() == 0:
+            lock = WorkdirLock(workdir).acquire()
+        run_identity.check_and_record(config, workdir, log=log,
+                                      write=jax.process_index() == 0)
+        signals.stop_before_training("while checking the workdir")
+        return _train(config, workdir, signals)
+    finally:
+        signals.restore()
+        if lock is not None:
+            lock.release()
+# ---- run safety (end) -------------------------------------------------------------------
+
+
+def _train(config, workdir: str, preempt: SignalFlag) -> dict:
+    # ---- setup: validate everything before compiling anything -------------------------
     prefetch = config.dataset.prefetch
-    if not isinstance(prefetch, int) or isinstance(prefetch, bool) or prefetch < 0:
-        raise ValueError(f"dataset.prefetch must be a whole number >= 0, got {prefetch!r}")
     profile = _profile_window(config.profile_steps)
-    os.makedirs(workdir, exist_ok=True)
     mcfg = model_cfg(config.model)
     input_size = mcfg["input_size"]
     data = pipeline.load_datasets(config.dataset, config.num_classes or None, input_size)
@@ -358,14 +324,17 @@ def train_and_evaluate(config, workdir: str) -> dict:
                         in_shardings=(repl, batch_sh, batch_sh, batch_sh), out_shardings=repl)
 
     # ---- restore ------------------------------------------------------------------------
+    preempt.stop_before_training("while loading data")
+    fingerprint = run_identity.fingerprint(run_identity.identity(config))
     mngr = ckpt.manager(workdir, config.max_to_keep, config.async_checkpoint)
     writer = MetricWriter(workdir)
-    latest = mngr.latest_step()
-    if latest is not None:
-        state, meta = ckpt.restore(mngr, latest, abstract_sh)
+    restored = ckpt.restore_newest(mngr, abstract_sh, fingerprint, log=log)
+    # the log holds each step once: rows past the restored step (all, from scratch) go
+    truncate_metrics(writer.path, restored[2] if restored else 0)
+    if restored is not None:
+        state, meta, latest = restored
         log(f"Resumed from {ckpt.checkpoint_dir(workdir)}/{latest} "
             f"(data position {meta.get('data_position')})")
-        truncate_metrics(writer.path, latest)
     else:
         state = jax.jit(init_state, out_shardings=state_sh)()
         if config.init_from:
@@ -373,9 +342,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
             state = state.replace(params=restored.params, batch_stats=restored.batch_stats,
                                   ema_params=restored.params if config.ema_decay else {})
             log(f"Initialised weights from {config.init_from}")
-        if jax.process_index() == 0:
-            with open(os.path.join(workdir, "config.json"), "w") as f:
-                f.write(config.to_json_best_effort(indent=2))
     start_step = int(state.step)
 
     # ---- evals --------------------------------------------------------------------------
@@ -390,7 +356,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
         # The data position is the step: on resume the loader restarts at the restored step
         # (StepLoader(step)), whose batches and crops are a function of (seed, step) alone.
         return {"step": step, "data_position": order.position(step),
-                "model": config.model, "num_classes": num_classes}
+                "model": config.model, "num_classes": num_classes,
+                "run_fingerprint": fingerprint}
 
     def save(state, step, force=False):
         if not bool(tree_all_finite((state.params, state.batch_stats))):
@@ -414,7 +381,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
     eval_every = config.eval_every_steps or steps_per_epoch
     ckpt_every = config.checkpoint_every_steps or steps_per_epoch
-    preempt = _install_sigterm()
     log(f"Training {config.model} ({sum(x.size for x in jax.tree.leaves(abstract.params)):,} "
         f"params) on {len(data.train):,} examples, eval on {len(data.eval):,}; "
         f"{total_steps} steps of {batch} ({steps_per_epoch} per epoch) on "
@@ -430,12 +396,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 jax.profiler.start_trace(os.path.join(workdir, "profile"))
                 profiling = True
             if preempt.is_set() or _preemption_notice(step):
-                mngr.wait_until_finished()
+                ckpt.finish(mngr)
                 if mngr.latest_step() != step:  # else this step is already saved
                     save(state, step, force=True)
-                    mngr.wait_until_finished()
-                log(f"Preempted: checkpoint written at step {step}; rerun to resume.")
-                raise Preempted(step)
+                    ckpt.finish(mngr)
+                log(f"{preempt.describe()}: checkpoint written at step {step}; rerun to resume.")
+                raise Preempted(step, preempt.exit_code)
             images, labels = next_batch(step)
             state, metrics = train_step(state, images, labels)
             pending.append((step + 1, metrics))
@@ -464,15 +430,18 @@ def train_and_evaluate(config, workdir: str) -> dict:
                     f"{final_eval['eval_accuracy']:.4%} on {final_eval['eval_count']} examples")
         if not final_eval:
             final_eval = run_eval(state)
+        ckpt.finish(mngr)  # a failed last save is this run's error
     finally:
         if profiling:
             jax.profiler.stop_trace()
-        mngr.wait_until_finished()
-        mngr.close()
+        try:
+            mngr.wait_until_finished()
+            mngr.close()
+        except Exception:  # noqa: BLE001 -- already reported by ckpt.finish / ckpt.save
+            pass
         writer.close()
         if loader is not None:
             loader.close()
-        preempt.restore()
     return final_eval
 
 
@@ -523,25 +492,6 @@ def _fmt_time(s: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
-class _Flag:
-    def __init__(self):
-        self.event, self.previous = threading.Event(), None
-
-    def is_set(self):
-        return self.event.is_set()
-
-    def restore(self):
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
-
-
-def _install_sigterm() -> _Flag:
-    flag = _Flag()
-    if threading.current_thread() is threading.main_thread():
-        flag.previous = signal.signal(signal.SIGTERM, lambda *_: flag.event.set())
-    return flag
-
-
 def _preemption_notice(step: int) -> bool:
     """Multi-host preemption notice from the JAX coordination service, when it runs."""
     if jax.process_count() == 1:
@@ -557,7 +507,14 @@ def _preemption_notice(step: int) -> bool:
 # Command line
 # -------------------------------------------------------------------------------------------
 
+# Errors that mean "the input or the workdir is wrong": the CLI prints them as one line.
+USER_ERRORS = (ckpt.CheckpointError, run_identity.RunMismatch, WorkdirBusy, ValueError,
+               KeyError, NonFiniteError)
+
+
 def cli(argv=None):
+    from jaxvision.preemption import exit_on_signals
+    exit_on_signals()  # SIGTERM / SIGINT while starting: the documented status, a message
     if argv is None:  # a command line, not a call from a program
         from jaxvision.allocator import reexec_with_allocator
         reexec_with_allocator()  # tcmalloc where installed: jaxvision/allocator.py
@@ -585,8 +542,13 @@ def cli(argv=None):
         config = flags_.config
         try:
             result = train_and_evaluate(config, flags_.workdir)
-        except Preempted:
-            sys.exit(PREEMPTED_EXIT_CODE)
+        except Preempted as e:
+            exit_now(e.code)
+        except USER_ERRORS as e:
+            # the cause, as the last line printed; no traceback (and none from orbax's
+            # background threads at interpreter shutdown)
+            print(f"Error: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+            exit_now(1)
         log(json.dumps(result))
 
     app.run(main, argv=argv)

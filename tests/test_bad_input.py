@@ -180,12 +180,18 @@ def test_bad_input_keeps_earlier_checkpoints(tmp_path):
 
 
 def test_restore_into_other_architecture_names_the_parameter(tmp_path):
-    train.train_and_evaluate(tiny_config(num_train_steps=2), str(tmp_path))
-    cfg = tiny_config(num_train_steps=4)
+    train.train_and_evaluate(tiny_config(num_train_steps=2), str(tmp_path / "a"))
+    # initialising another architecture from the checkpoint names the parameter
+    cfg = tiny_config(num_train_steps=4, init_from=str(tmp_path / "a"))
     cfg.model_kwargs.hidden = 24  # a different architecture than the checkpoint's
     with pytest.raises(CheckpointError, match=r"params/fc1/(bias|kernel) has shape \((392, )?16,?\) "
                                               r"in the checkpoint but \((392, )?24,?\) in the model"):
-        train.train_and_evaluate(cfg, str(tmp_path))
+        train.train_and_evaluate(cfg, str(tmp_path / "b"))
+    # resuming with it is refused earlier: the architecture is part of the run's identity
+    cfg = tiny_config(num_train_steps=4)
+    cfg.model_kwargs.hidden = 24
+    with pytest.raises(ValueError, match=r"model_kwargs: \{\} -> \{'hidden': 24\}"):
+        train.train_and_evaluate(cfg, str(tmp_path / "a"))
 
 
 def test_training_crop_the_model_cannot_evaluate(tmp_path, compile_counter):

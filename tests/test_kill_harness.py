@@ -1,6 +1,7 @@
 """A CI sample of the kill harness (experiments/kill_sweep.py runs the full sweep): runs
-killed with SIGKILL -- once while an asynchronous checkpoint is being written, once at a
-random moment -- and rerun finish bit-identically to an uninterrupted run."""
+killed with SIGKILL while an asynchronous checkpoint is being written, whose newest checkpoint
+is then damaged, interrupted with Ctrl-C, or joined by a second trainer, finish
+bit-identically to an uninterrupted run."""
 import importlib.util
 import os
 
@@ -20,9 +21,11 @@ def load_harness():
 @pytest.mark.slow
 def test_kill_sample_resumes_bit_identically(tmp_path):
     harness = load_harness()
-    tally = harness.sweep(kills=2, seed=1, sleep=0.15, workroot=str(tmp_path),
-                          modes=("during_write", "random"))
-    assert tally["kills"] == 2 and tally["kills_during_checkpoint_write"] >= 1, tally
-    assert tally["lost_runs"] == 0, tally["failures"]
+    modes = ("during_write", "corrupt_newest", "sigint", "second_trainer")
+    tally = harness.sweep(faults=5, seed=1, sleep=0.15, workroot=str(tmp_path), modes=modes)
+    assert tally["lost_runs"] == 0 and tally["wrong_results"] == 0, tally["failures"]
     assert tally["bit_identical_finishes"] == tally["trials"], tally
+    kinds = tally["by_kind"]
+    assert kinds["during_write"] >= 1 and kinds["corrupt_newest"] >= 1, tally
+    assert kinds["second_trainer"] <= tally["second_trainer_refused"], tally
     assert tally["resumed_runs"] >= 1, tally

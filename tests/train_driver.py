@@ -67,8 +67,8 @@ def main():
         loader.StepLoader.__call__ = slow_call
     try:
         result = train.train_and_evaluate(config, args.workdir)
-    except train.Preempted:
-        sys.exit(train.PREEMPTED_EXIT_CODE)
+    except train.Preempted as e:
+        sys.exit(e.code)  # 75 after SIGTERM, 130 after SIGINT
     print("RESULT " + json.dumps(result), flush=True)
 
 

@@ -165,6 +165,38 @@ def _find(folder: str, stem: str) -> str | None:
     return None
 
 
+def _check_idx_arrays(ip: str, lp: str, images: np.ndarray, labels: np.ndarray):
+    """IDX images must be uint8 pixels and labels integers; nothing is cast silently."""
+    if images.shape[0] == 0:
+        raise DataError(f"{ip} holds no images (an empty dataset)")
+    if images.dtype != np.uint8:
+        raise DataError(f"{ip}: images are {images.dtype.name}, but IDX images must be uint8 "
+                        f"pixels 0..255 (type code 0x08); convert them first, e.g. floats in "
+                        f"[0, 1] with (x * 255).round().astype(np.uint8)")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{lp}: labels are {labels.dtype.name}, but must be integers")
+
+
+def infer_num_classes(labels: np.ndarray, where: str) -> int:
+    """K when the labels are exactly 0..K-1 with every class present; else an error listing
+    the odd or missing labels and asking for ``num_classes``."""
+    present = np.unique(labels)
+    k = int(present.max()) + 1 if present.size else 0
+    odd = [int(v) for v in present if v < 0]
+    missing = sorted(set(range(k)) - {int(v) for v in present})
+    if odd or missing or k == 0:
+        what = []
+        if odd:
+            what.append(f"negative labels {odd[:10]}")
+        if missing:
+            what.append(f"{len(missing)} of the classes 0..{k - 1} have no example "
+                        f"(e.g. {missing[:10]}; the largest label is {k - 1})")
+        raise DataError(f"{where}: cannot infer the number of classes: "
+                        f"{'; '.join(what) or 'no labels'}. Set num_classes "
+                        f"(--config.num_classes=K) if this is intended")
+    return k
+
+
 def load_idx(path: str, num_classes: int | None = None) -> dict[str, Split]:
     """A folder of MNIST-format IDX files: ``train-{images-idx3,labels-idx1}-ubyte[.gz]`` and,
     when present, ``t10k-*`` as split ``test``."""
@@ -185,9 +217,11 @@ def load_idx(path: str, num_classes: int | None = None) -> dict[str, Split]:
                             f"{images.shape} and {labels.shape}")
         if images.shape[0] != labels.shape[0]:
             raise DataError(f"{path}: {images.shape[0]} images but {labels.shape[0]} labels")
-        k = num_classes or int(labels.max()) + 1
-        splits[split] = Split(labels.astype(np.int32), k, split,
-                              images=np.ascontiguousarray(images, dtype=np.uint8))
+        _check_idx_arrays(ip, lp, images, labels)
+        if split == "train":
+            num_classes = num_classes or infer_num_classes(labels, lp)
+        splits[split] = Split(labels.astype(np.int32), num_classes, split,
+                              images=np.ascontiguousarray(images))
     if "train" not in splits:
         raise DataError(f"no train-images-idx3-ubyte[.gz] / train-labels-idx1-ubyte[.gz] in "
                         f"{path}: {sorted(os.listdir(path))[:10]}")
