@@ -360,11 +360,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
         truncate_metrics(writer.path, latest)
     else:
         state = jax.jit(init_state, out_shardings=state_sh)()
-        if config.init_from:
-            restored, _ = ckpt.restore_from(config.init_from, abstract_sh)
-            state = state.replace(params=restored.params, batch_stats=restored.batch_stats,
-                                  ema_params=restored.params if config.ema_decay else {})
-            log(f"Initialised weights from {config.init_from}")
+        if config.init_from or config.pretrained:  # params + batch stats only: finetune.py
+            from jaxvision import finetune
+            state = finetune.initialise(state, config, log)
         if jax.process_index() == 0:
             with open(os.path.join(workdir, "config.json"), "w") as f:
                 f.write(config.to_json_best_effort(indent=2))
