@@ -48,6 +48,7 @@ setup(
             "jaxvision-train=jaxvision.train:cli",
             "jaxvision-evaluate=jaxvision.evaluate:cli",
             "jaxvision-benchmark=jaxvision.benchmark:cli",
+            "jaxvision-predict=jaxvision.predict:cli",
         ]
     },
 )

@@ -366,6 +366,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
         if jax.process_index() == 0:
             with open(os.path.join(workdir, "config.json"), "w") as f:
                 f.write(config.to_json_best_effort(indent=2))
+            from jaxvision.predict import class_names, write_classes  # for jaxvision.predict
+            write_classes(workdir, class_names(config.dataset, data))
     start_step = int(state.step)
 
     # ---- evals --------------------------------------------------------------------------
