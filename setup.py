@@ -41,7 +41,8 @@ setup(
         "tpu": ["jax[tpu]"],
         "tf": ["tensorflow-cpu>=2.16"],
         "convert": ["torch>=2.4", "torchvision>=0.19", "timm>=1.0.20"],
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100"],
+        "plot": ["matplotlib>=3.11"],  # jaxvision.plot
+        "test": ["matplotlib>=3.11", "pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100"],
     },
     entry_points={
         "console_scripts": [
@@ -49,6 +50,7 @@ setup(
             "jaxvision-evaluate=jaxvision.evaluate:cli",
             "jaxvision-benchmark=jaxvision.benchmark:cli",
             "jaxvision-predict=jaxvision.predict:cli",
+            "jaxvision-plot=jaxvision.plot:cli",
         ]
     },
 )
