@@ -559,6 +559,9 @@ def cli(argv=None):
     flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
     flags.DEFINE_integer("process_id", None, "Index of this process (multi-host).")
     flags.mark_flags_as_required(["config", "workdir"])
+    from jaxvision.utils import absl_help_lists  # --help of the jaxvision-train script
+    absl_help_lists(flags_, ["config", "workdir", "coordinator_address", "num_processes",
+                             "process_id"])
 
     def main(_):
         from absl import logging
