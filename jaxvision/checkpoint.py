@@ -427,3 +427,20 @@ def load(path: str, abstract_state=None, log=print):
         return restore_newest(mngr, abstract_state, read_only=True, log=log)
     finally:
         mngr.close()
+
+
+def restore_variables(path: str) -> tuple[dict, dict]:
+    """``({'params', 'batch_stats'}, meta)`` of the newest checkpoint under ``path`` as numpy
+    arrays, whatever optimizer wrote it (its state is not read into the new run)."""
+    directory, step = find_restore_path(path)
+    step_dir = os.path.join(directory, str(step))
+    try:
+        state = ocp.PyTreeCheckpointer().restore(os.path.join(step_dir, "state"))
+        meta = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(
+            os.path.join(step_dir, "meta"))
+    except (ValueError, KeyError, TypeError, OSError) as e:
+        raise CheckpointError(f"cannot read checkpoint {step_dir}: {e}") from e
+    variables = {k: state.get(k) or {} for k in ("params", "batch_stats")}
+    if not variables["params"]:
+        raise CheckpointError(f"checkpoint {step_dir} holds no params")
+    return jax.tree.map(np.asarray, variables), dict(meta or {})

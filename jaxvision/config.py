@@ -96,7 +96,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.checkpoint_every_steps = 0       # 0: at the end of every epoch
     c.max_to_keep = 3
     c.async_checkpoint = True
-    c.init_from = ""                   # explicit checkpoint to initialise the weights from
+    c.init_from = ""                   # workdir/checkpoint whose params + batch stats start
+    #   the run (never its optimizer state); see jaxvision/finetune.py
+    c.pretrained = ""                  # 'default' (timm's default tag) | tag | weights path
+    c.freeze = ""                      # fnmatch patterns (comma-separated) of params kept fixed
     c.restart = False                  # start afresh in a used workdir: what is there is moved
     #   aside to WORKDIR/replaced-<time>/ (never deleted); see docs/checkpoints.md
     c.max_consecutive_nonfinite = 10

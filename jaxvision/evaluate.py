@@ -190,6 +190,8 @@ def cli(argv=None):
     flags.DEFINE_enum("eval_crops", None, list(CROPS), "Override the configs' eval_crops.")
     flags.DEFINE_integer("batch_size", None, "Eval batch size.")
     flags.mark_flag_as_required("workdirs")
+    from jaxvision.utils import absl_help_lists  # --help of the jaxvision-evaluate script
+    absl_help_lists(flags.FLAGS, ["workdirs", "eval_crops", "batch_size"])
 
     def main(_):
         from absl import logging

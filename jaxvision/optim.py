@@ -100,7 +100,9 @@ def make_optimizer(config, params, total_steps: int, steps_per_epoch: int, globa
     alpha = scaled_learning_rate(config, global_batch)
     schedule = make_schedule(config, total_steps, steps_per_epoch)
     lam = config.weight_decay
-    mask = decay_mask(params, config.weight_decay_mask)
+    decay_mask(params, config.weight_decay_mask)  # an unknown rule fails here, early
+    # callables, applied to the tree each update sees (a subset under ``freeze``)
+    mask = lambda p: decay_mask(p, config.weight_decay_mask)  # noqa: E731
     coupled = config.decay_type == "coupled"
     if config.decay_type not in ("coupled", "decoupled"):
         raise ValueError(f"decay_type must be 'coupled' (L2) or 'decoupled' (SGDW/AdamW), got "
@@ -112,7 +114,7 @@ def make_optimizer(config, params, total_steps: int, steps_per_epoch: int, globa
     if config.agc_clip:
         # Adaptive gradient clipping (Brock et al., 2021), unit-wise; not on the classifier.
         parts.append(optax.masked(optax.adaptive_grad_clip(config.agc_clip),
-                                  _agc_mask(params, tuple(config.agc_exclude))))
+                                  lambda p: _agc_mask(p, tuple(config.agc_exclude))))
     if lam and coupled:
         parts.append(optax.add_decayed_weights(lam, mask))
     if config.optimizer == "sgd":
@@ -134,7 +136,38 @@ def make_optimizer(config, params, total_steps: int, steps_per_epoch: int, globa
         raise ValueError(f"unknown optimizer {config.optimizer!r}; choose one of {OPTIMIZERS} "
                          f"(with decay_type='decoupled' for SGDW / AdamW)")
     tx = optax.chain(*parts)
+    if config.get("freeze"):
+        tx = freeze(tx, params, config.freeze)
     return tx, (lambda step: alpha * schedule(step))
+
+
+def frozen_mask(params, patterns: str):
+    """True for parameters whose '/'-joined path matches one of the comma-separated fnmatch
+    ``patterns`` (e.g. ``"stem*,stages_0*"``); an error when none or all match."""
+    import fnmatch
+    pats = [p.strip() for p in str(patterns).split(",") if p.strip()]
+
+    def hit(path, _):
+        name = "/".join(str(getattr(k, "key", k)) for k in path)
+        return any(fnmatch.fnmatchcase(name, p) for p in pats)
+    mask = jax.tree_util.tree_map_with_path(hit, params)
+    n, total = sum(jax.tree.leaves(mask)), len(jax.tree.leaves(mask))
+    if n == 0:
+        names = ["/".join(str(getattr(k, "key", k)) for k in p)
+                 for p, _ in jax.tree_util.tree_leaves_with_path(params)]
+        raise ValueError(f"freeze={patterns!r} matches no parameter; paths look like "
+                         f"{', '.join(names[:4])}")
+    if n == total:
+        raise ValueError(f"freeze={patterns!r} matches every parameter: nothing would train")
+    return mask
+
+
+def freeze(tx, params, patterns: str):
+    """``tx`` for the trainable parameters; zero updates (and no optimizer state) for those
+    matching ``patterns`` (``optax.multi_transform`` with ``optax.set_to_zero``)."""
+    mask = frozen_mask(params, patterns)
+    labels = jax.tree.map(lambda m: "frozen" if m else "train", mask)
+    return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
 
 
 def steps_from(value_steps, value_epochs, steps_per_epoch: int) -> int:

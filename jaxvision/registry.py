@@ -76,10 +76,15 @@ def _ensure_loaded():
     import jaxvision.models  # noqa: F401
 
 
-def list_models(pattern: str = "*", exclude: str | None = None) -> list[str]:
-    """Sorted names of registered models matching an fnmatch ``pattern``."""
+def list_models(pattern: str = "*", exclude: str | None = None,
+                pretrained: bool = False) -> list[str]:
+    """Sorted names of registered models matching an fnmatch ``pattern``; with
+    ``pretrained=True``, only those with pretrained weights (``jaxvision/pretrained.py``)."""
     _ensure_loaded()
     names = [n for n in _MODELS if fnmatch.fnmatchcase(n, pattern)]
+    if pretrained:  # --- pretrained weights (jaxvision/pretrained.py) ---
+        from jaxvision.pretrained import pretrained_names
+        names = [n for n in names if n in set(pretrained_names())]
     if exclude is not None:
         names = [n for n in names if not fnmatch.fnmatchcase(n, exclude)]
     return sorted(names)
@@ -105,18 +110,29 @@ def is_model(name: str) -> bool:
     return name in _MODELS
 
 
-def model_cfg(name: str) -> dict[str, Any]:
+def model_cfg(name: str, pretrained=None) -> dict[str, Any]:
     """The data contract of a model: input_size (H, W, C), num_classes, mean, std, and its
-    eval transform's crop_pct, interpolation and crop_mode."""
+    eval transform's crop_pct, interpolation and crop_mode; with ``pretrained`` (as in
+    ``create_model``), that of those weights."""
+    if pretrained is not None and pretrained is not False:  # --- pretrained weights ---
+        from jaxvision.pretrained import data_config
+        return data_config(name, pretrained)
     return dict(_lookup(name)[1])
 
 
-def create_model(name: str, **kwargs) -> nn.Module:
+def create_model(name: str, pretrained=None, **kwargs):
     """Build a registered model; ``kwargs`` override the family's defaults.
 
+    With ``pretrained`` (``True`` for timm's default tag, a tag such as
+    ``"timm/resnet50.a1_in1k"``, or a ``.safetensors``/``.pth`` path) returns
+    ``(model, variables)`` with the loaded weights (``jaxvision/pretrained.py``); a
+    ``num_classes`` other than the weights' gets a new head.  Without it, the module alone.
     A keyword the model does not accept raises a ``TypeError`` naming it.
     """
     fn, _ = _lookup(name)
+    if pretrained is not None and pretrained is not False:  # --- pretrained weights ---
+        from jaxvision.pretrained import load
+        return load(name, pretrained, **kwargs)
     try:
         return fn(**kwargs)
     except TypeError as e:

@@ -337,11 +337,12 @@ def _train(config, workdir: str, preempt: SignalFlag) -> dict:
             f"(data position {meta.get('data_position')})")
     else:
         state = jax.jit(init_state, out_shardings=state_sh)()
-        if config.init_from:
-            restored, _ = ckpt.restore_from(config.init_from, abstract_sh)
-            state = state.replace(params=restored.params, batch_stats=restored.batch_stats,
-                                  ema_params=restored.params if config.ema_decay else {})
-            log(f"Initialised weights from {config.init_from}")
+        if config.init_from or config.pretrained:  # params + batch stats only: finetune.py
+            from jaxvision import finetune
+            state = finetune.initialise(state, config, log)
+        if jax.process_index() == 0:
+            from jaxvision.predict import class_names, write_classes  # for jaxvision.predict
+            write_classes(workdir, class_names(config.dataset, data))
     start_step = int(state.step)
 
     # ---- evals --------------------------------------------------------------------------
@@ -528,6 +529,9 @@ def cli(argv=None):
     flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
     flags.DEFINE_integer("process_id", None, "Index of this process (multi-host).")
     flags.mark_flags_as_required(["config", "workdir"])
+    from jaxvision.utils import absl_help_lists  # --help of the jaxvision-train script
+    absl_help_lists(flags_, ["config", "workdir", "coordinator_address", "num_processes",
+                             "process_id"])
 
     def main(_):
         from absl import logging

@@ -23,3 +23,12 @@ def param_shapes(model, input_size, collection: str = "params"):
 def param_count(model, input_size) -> int:
     """Number of trainable parameters (the ``params`` collection)."""
     return int(sum(x.size for x in jax.tree.leaves(param_shapes(model, input_size))))
+
+
+def absl_help_lists(module_flags, names):
+    """Make absl's ``--help`` list ``names``: it lists the flags of the module it takes
+    ``sys.argv[0]`` for, which under an installed console script (``jaxvision-train``) is the
+    script, not the module that defined them."""
+    import sys
+    for name in names:
+        module_flags.register_key_flag_for_module(sys.argv[0], module_flags[name])

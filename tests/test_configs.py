@@ -44,7 +44,9 @@ DEEP = [("densenet_bc100_cifar10", None), ("preact_resnet164_cifar10", None),
         ("resnet110_cifar10", None), ("mixup_wrn28_10_cifar10", None),
         ("sgdr_wrn28_10_cifar10", None), ("random_erasing_wrn28_10_cifar100", None),
         ("wrn28_10_cifar", "cifar100_dropout")]
-LARGE = [(n, None) for n in CONFIGS if n.endswith("_imagenet")] + DEEP
+# finetune_folder needs pretrained weights and an image folder: its shapes are checked
+LARGE = [(n, None) for n in CONFIGS if n.endswith("_imagenet")] + DEEP + [
+    ("finetune_folder", None)]
 RUN_LARGE = os.environ.get("JAXVISION_TEST_LARGE_CONFIGS") == "1"
 STEPPED = [p for p in ALL if RUN_LARGE or p not in LARGE]
 

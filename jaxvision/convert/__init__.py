@@ -140,6 +140,13 @@ def from_torch(name: str, state_dict: Mapping[str, Any], *, input_size=None,
     Checks every key and shape; raises one :class:`ConversionError` listing all missing,
     unexpected and mismatched entries.
     """
+    flat = convert_flat(name, state_dict, input_size=input_size, **model_kwargs)
+    return traverse_util.unflatten_dict({k: jnp.asarray(v, jnp.float32) for k, v in flat.items()})
+
+
+def convert_flat(name: str, state_dict: Mapping[str, Any], *, input_size=None,
+                 **model_kwargs) -> dict[tuple[str, ...], np.ndarray]:
+    """As :func:`from_torch`, but flat ``{path tuple: numpy array}`` (no device copies)."""
     model = create_model(name, **model_kwargs)
     converter = find_converter(name)
     c = Converter(state_dict)
@@ -166,23 +173,25 @@ def from_torch(name: str, state_dict: Mapping[str, Any], *, input_size=None,
         problems.append(f"shape mismatches ({len(bad)}): {'; '.join(bad[:20])}")
     if problems:
         raise ConversionError(f"state dict does not fit {name!r}:\n  " + "\n  ".join(problems))
-    return traverse_util.unflatten_dict({k: jnp.asarray(v, jnp.float32) for k, v in c.out.items()})
+    return c.out
 
 
-def load_pretrained(name: str, **model_kwargs) -> dict:
-    """Download timm's pretrained weights for ``name`` and convert them.
-
-    Needs torch, timm and network access.  Weights are read by timm through safetensors
-    where published that way, otherwise with ``torch.load(weights_only=True)``.
-    """
-    try:
-        import timm
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("load_pretrained needs the 'convert' extra: "
-                          "pip install 'jaxvision[convert]'") from e
-    tm = timm.create_model(name, pretrained=True)
-    return from_torch(name, tm.state_dict(), **model_kwargs)
+def head_keys(name: str, state_dict: Mapping[str, Any], **model_kwargs) -> list[str]:
+    """The state-dict keys of the classifier: those a headless (``num_classes=0``) model
+    leaves unread."""
+    model = create_model(name, **dict(model_kwargs, num_classes=0))
+    c = Converter(state_dict)
+    find_converter(name)(c, model)
+    return sorted(set(c.sd) - c.used)
 
 
-__all__ = ["ConversionError", "Converter", "from_torch", "load_pretrained", "register_converter",
-           "flat_shapes"]
+def load_pretrained(name: str, pretrained=True, **model_kwargs) -> dict:
+    """Pretrained variables for ``name``: ``create_model(name, pretrained=...)[1]``
+    (timm's weights from the Hugging Face hub or a local file; see ``jaxvision.pretrained``).
+    Needs neither torch nor timm."""
+    from jaxvision.pretrained import load
+    return load(name, pretrained, **model_kwargs)[1]
+
+
+__all__ = ["ConversionError", "Converter", "convert_flat", "flat_shapes", "from_torch",
+           "head_keys", "load_pretrained", "register_converter"]

@@ -271,6 +271,14 @@ class _TfdsSource:
         return img, int(self.ds[int(i)][self.label_key])
 
 
+def _tfds_prepare_hint(name: str, data_dir) -> str:
+    """How to prepare a tfds dataset: ``tfds build`` needs TensorFlow (the ``tf`` extra)."""
+    where = f" --data_dir={data_dir}" if data_dir else ""
+    return (f"Prepare it once with: pip install 'jaxvision[tf]' && tfds build {name}{where} "
+            f"(see tfds.list_builders() for the names tfds knows; manual-download datasets "
+            f"such as imagenet2012 also need --manual_dir)")
+
+
 def load_tfds(name: str, data_dir: str | None = None, splits: Sequence[str] = ("train", "test"),
               image_key: str = "image", label_key: str = "label",
               max_in_memory_bytes: int = 2 << 30, image_size=None) -> dict[str, Split]:
@@ -285,7 +293,9 @@ def load_tfds(name: str, data_dir: str | None = None, splits: Sequence[str] = ("
         builder = tfds.builder(name, data_dir=data_dir)
         info = builder.info
     except Exception as e:
-        raise DataError(f"tfds dataset {name!r} is not available (data_dir={data_dir!r}): {e}")
+        first = (str(e).strip().splitlines() or [""])[0]  # tfds appends every name it knows
+        raise DataError(f"tfds dataset {name!r} is not available (data_dir={data_dir!r}): "
+                        f"{first} {_tfds_prepare_hint(name, data_dir)}") from e
     feat = info.features
     if image_key not in feat or label_key not in feat:
         raise DataError(f"tfds dataset {name!r} has no {image_key!r}/{label_key!r} features "
@@ -319,6 +329,10 @@ def load_tfds(name: str, data_dir: str | None = None, splits: Sequence[str] = ("
             out_shape = shape if fixed else ((*resize, shape[-1]) if resize else None)
             out[split] = Split(labels, num_classes, split, source=src, image_shape=out_shape)
     if not out:
+        prepare = _tfds_prepare_hint(name, data_dir)
+        if not list(info.splits.keys()):  # known to tfds, but not prepared in data_dir
+            raise DataError(f"tfds dataset {name!r} is not prepared in "
+                            f"{data_dir or 'tfds''s default data_dir'}. {prepare}")
         raise DataError(f"tfds dataset {name!r} has none of the splits {list(splits)}; it has "
                         f"{list(info.splits.keys())}")
     return out
