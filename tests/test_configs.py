@@ -11,6 +11,7 @@ for the whole file on the 2-core development machine, every test passing):
     JAXVISION_TEST_LARGE_CONFIGS=1 python -m pytest -n 2 -q tests/test_configs.py"""
 import glob
 import importlib.util
+import math
 import os
 
 import pytest
@@ -108,6 +109,14 @@ def test_config_runs_two_steps_on_synthetic_data(name, arg, tmp_path, monkeypatc
             jax.clear_caches()
             gc.collect()
     assert result["eval_count"] == 4
+    from tests.helpers import read_metrics
+    rows = [r for r in read_metrics(tmp_path) if "train_loss" in r]
+    assert [r["step"] for r in rows] == [1, 2], rows
+    losses = [r["train_loss"] for r in rows]
+    assert all(math.isfinite(v) for v in losses), f"non-finite training loss: {losses}"
+    assert all(r["skipped"] == 0 for r in rows), f"skipped updates: {rows}"
+    assert all(math.isfinite(r["grad_norm"]) and r["grad_norm"] > 0 for r in rows), rows
+    assert losses[0] != losses[1], f"the loss did not move: {losses}"
 
 
 def test_experiments_readme_tables_every_config():

@@ -1,0 +1,106 @@
+"""Training-mode equivalence with timm/torchvision, one case per family with a reference.
+
+On converted randomised weights (norm scales/biases and BN running statistics randomised by
+``torch_ref.randomize_``), one training-mode forward (batch statistics; dropout and
+drop-path off) must give the same logits and the same updated running statistics, and the
+gradients of a fixed loss ``sum(logits * W)`` with respect to the input and to every
+parameter must match torch's, mapped through the converter (``tests/train_equiv.py``).
+
+Tolerances (max |jax - torch| / max |torch| per tensor, float32): logits 1e-4, running
+statistics 1e-4, gradients 2e-3 (measured: <= 4e-5 on these cases; BN over few elements
+amplifies rounding in the backward pass, hence the margin).  Each family is its smallest
+member, shrunk through constructor arguments that timm and jaxvision share, at 32-64 px.
+"""
+import pytest
+
+pytestmark = pytest.mark.torch
+
+RTOL_LOGITS, RTOL_STATS, RTOL_GRAD = 1e-4, 1e-4, 2e-3
+
+
+def _timm():
+    pytest.importorskip("torch")
+    return pytest.importorskip("timm")
+
+
+def _resnet_basic():
+    from timm.models.resnet import BasicBlock, ResNet
+
+    from jaxvision.models import resnet
+    kw = dict(channels=(8, 16, 24, 32), num_classes=10)  # timm's plain stem is 64 wide
+    return (ResNet(BasicBlock, [1, 1, 1, 1], **kw),
+            resnet.ResNet(stage_sizes=(1, 1, 1, 1), block=resnet.BasicBlock, **kw))
+
+
+def _seresnext_d():
+    """Bottleneck, grouped 3x3, SE, deep stem and average-pool shortcuts (ResNet-D)."""
+    from timm.models.resnet import Bottleneck, ResNet
+
+    from jaxvision.models import resnet
+    kw = dict(channels=(8, 16, 24, 32), stem_width=8, num_classes=10, cardinality=4,
+              base_width=16, stem_type="deep", avg_down=True)
+    return (ResNet(Bottleneck, [1, 1, 1, 1], block_args=dict(attn_layer="se"), **kw),
+            resnet.ResNet(stage_sizes=(1, 1, 1, 1), block=resnet.Bottleneck, attn="se", **kw))
+
+
+def _resnetv2():
+    import jaxvision
+    kw = dict(channels=(16, 32, 48, 64), num_classes=10)
+    return (_timm().create_model("resnetv2_50", layers=[1, 1, 1, 1], stem_chs=16, **kw),
+            jaxvision.create_model("resnetv2_50").clone(stage_sizes=(1, 1, 1, 1), stem_chs=16,
+                                                        **kw))
+
+
+def _densenet():
+    from timm.models.densenet import DenseNet
+
+    import jaxvision
+    kw = dict(growth_rate=8, block_config=(1, 2, 2, 1), num_classes=10)
+    return DenseNet(**kw), jaxvision.create_model("densenet121", **kw)
+
+
+def _vit():
+    from timm.models.vision_transformer import VisionTransformer
+    return VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2,
+                             num_classes=10), None
+
+
+def _mixer():
+    from timm.models.mlp_mixer import MlpMixer
+    return MlpMixer(img_size=32, patch_size=8, num_blocks=2, embed_dim=32, num_classes=10), None
+
+
+def _named(name):
+    return lambda: (_timm().create_model(name), None)
+
+
+# id -> (jaxvision name, torch factory returning (torch model, jaxvision kwargs), input, batch)
+CASES = {
+    "resnet": ("resnet18", _resnet_basic, 64, 2),
+    "seresnext_d": ("seresnext50_32x4d", _seresnext_d, 64, 2),
+    "resnetv2": ("resnetv2_50", _resnetv2, 64, 2),
+    "densenet": ("densenet121", _densenet, 64, 2),
+    "convnext": ("test_convnext", _named("test_convnext"), 32, 2),
+    "nfnet": ("test_nfnet", _named("test_nfnet"), 32, 2),
+    "vit": ("test_vit", _vit, 32, 2),
+    "mixer": ("test_mixer", _mixer, 32, 2),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_training_step_matches_torch(case, monkeypatch):
+    _timm()
+    from tests.train_equiv import compare_training_step
+    # The models' arithmetic, not the convolution formulations (each checked against lax in
+    # test_conv.py; whole models through the default plan: test_default_plan.py): lax
+    # convolutions keep compile times small.
+    monkeypatch.setenv("JAXVISION_CONV_IMPL", "lax")
+    name, factory, hw, batch = CASES[case]
+    tmodel, model = factory()
+    errs = compare_training_step(name, tmodel, (hw, hw), batch=batch, model=model)
+    assert errs["logits"] <= RTOL_LOGITS, f"train-mode logits: {errs['logits']:.2e}"
+    assert errs["input_grad"] <= RTOL_GRAD, f"input gradient: {errs['input_grad']:.2e}"
+    bad = {k: f"{v:.2e}" for k, v in errs["param_grad"].items() if not v <= RTOL_GRAD}
+    assert not bad, f"parameter gradients differ: {bad}"
+    bad = {k: f"{v:.2e}" for k, v in errs["stats"].items() if not v <= RTOL_STATS}
+    assert not bad, f"updated running statistics differ: {bad}"
