@@ -434,8 +434,11 @@ def restore_variables(path: str) -> tuple[dict, dict]:
     arrays, whatever optimizer wrote it (its state is not read into the new run)."""
     directory, step = find_restore_path(path)
     step_dir = os.path.join(directory, str(step))
+    import warnings
     try:
-        state = ocp.PyTreeCheckpointer().restore(os.path.join(step_dir, "state"))
+        with warnings.catch_warnings():  # read onto host memory: no sharding to ask for
+            warnings.filterwarnings("ignore", message="Sharding info not provided")
+            state = ocp.PyTreeCheckpointer().restore(os.path.join(step_dir, "state"))
         meta = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(
             os.path.join(step_dir, "meta"))
     except (ValueError, KeyError, TypeError, OSError) as e:

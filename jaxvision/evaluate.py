@@ -138,6 +138,22 @@ def load_run(workdir: str):
     return config, model, {"params": params, "batch_stats": state["batch_stats"]}
 
 
+def _check_views_fit(predict, variables, split, name: str, crops: str):
+    """Fail before compiling when the test-time views have a size the model cannot take
+    (a size-dependent model, e.g. dense layers after the convolutions, under ten_crop)."""
+    import flax
+    x = jax.ShapeDtypeStruct((1, *split.image_shape), jnp.uint8)
+    try:
+        jax.eval_shape(predict, variables, x)
+    except flax.errors.ScopeParamShapeError as e:
+        h, w = split.image_shape[:2]
+        vh, vw = jax.eval_shape(lambda a: views(a, crops), x).shape[-3:-1]
+        raise ValueError(
+            f"{name} cannot take eval_crops={crops!r}: its views are {vh}x{vw} but the model "
+            f"takes {h}x{w} inputs (its weights depend on the input size); use "
+            f"eval_crops='center' or 'flip'") from e
+
+
 def _flatten(d, prefix=""):
     out = {}
     for k, v in d.items():
@@ -173,6 +189,7 @@ def ensemble(workdirs, crops: str | None = None, dataset=None, batch_size: int |
                                crops or config.eval_crops)
         batch = batch_size or config.eval_batch_size or config.batch_size
         sharding.check_global_batch(batch, mesh)
+        _check_views_fit(predict, variables, split, config.model, crops or config.eval_crops)
         probs = predict_split(predict, variables, split, batch, mesh, eval_tf, ds_cfg.workers)
         members.append(float(np.mean(np.argmax(probs, -1) == split.labels)))
         total = probs if total is None else total + probs

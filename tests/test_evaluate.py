@@ -81,3 +81,26 @@ def test_ensemble_across_architectures_needs_same_classes(two_runs):
     # test_cnn (1 channel) and simple_cnn (3 channels) cannot share an eval split
     with pytest.raises(Exception, match="channel"):
         evaluate.ensemble(two_runs)
+
+
+def test_ten_crop_on_a_size_dependent_model_fails_before_compiling():
+    """mnist_cnn flattens its feature map into dense layers: 28x28 only.  The check runs on
+    shapes alone (abstract variables, nothing compiled) and names both sizes."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    import jaxvision
+    from jaxvision import evaluate
+    from jaxvision.data.sources import Split
+    from jaxvision.utils import variable_shapes
+    model = jaxvision.create_model("mnist_cnn")
+    variables = variable_shapes(model, (28, 28, 1))
+    split = Split(np.zeros(2, np.int32), 10, "validation",
+                  images=np.zeros((2, 28, 28, 1), np.uint8))
+    mean, std = jnp.asarray([0.1307]), jnp.asarray([0.3081])
+    predict = evaluate.make_predict(model, mean, std, jnp.float32, "ten_crop")
+    with pytest.raises(ValueError, match=r"mnist_cnn cannot take eval_crops='ten_crop': its "
+                                         r"views are 24x24 but the model takes 28x28"):
+        evaluate._check_views_fit(predict, variables, split, "mnist_cnn", "ten_crop")
+    ok = evaluate.make_predict(model, mean, std, jnp.float32, "flip")
+    evaluate._check_views_fit(ok, variables, split, "mnist_cnn", "flip")

@@ -15,8 +15,9 @@ with ``HF_HUB_OFFLINE=1``).  Classify new images with the result:
 
     python -m jaxvision.predict --workdir /tmp/finetune_folder photo.jpg
 
-Expected result: none is recorded (this repository holds no such image folder); the test
-``tests/test_finetune.py`` checks the mechanics on a small model.
+Paper's figure: none (this config reproduces no paper).  Expected result: none is recorded
+(this repository holds no such image folder); ``tests/test_finetune.py`` checks the
+mechanics on a small model.
 """
 from jaxvision.config import default_config, lock
 
