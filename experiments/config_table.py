@@ -5,7 +5,7 @@
 Each config's docstring states its first line (what it reproduces), the command, the hardware
 it assumes and the paper's figure; ``REACHED`` below holds the figures this code has reached
 where a config was run (each measured by the command in the docstring; details and wall times
-in the top-level README, section "Results").
+in docs/results.md).
 """
 from __future__ import annotations
 

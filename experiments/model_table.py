@@ -1,10 +1,10 @@
 """Parameters and multiply-accumulates of every registered model at its default resolution.
 
-    python experiments/model_table.py --out experiments/model_table.md [--readme README.md]
+    python experiments/model_table.py --out experiments/model_table.md [--doc docs/models.md]
 
 Parameters are counted with ``jax.eval_shape`` (nothing allocated).  MACs are XLA's flop
 count of one eval-mode forward pass of a single image divided by two, from the HLO cost
-analysis of the lowered program (nothing compiled or run).  With ``--readme`` the table
+analysis of the lowered program (nothing compiled or run).  With ``--doc`` the table
 replaces the block between ``<!-- model-table -->`` markers.
 """
 from __future__ import annotations
@@ -42,7 +42,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--pattern", default="*")
     ap.add_argument("--out", default="")
-    ap.add_argument("--readme", default="")
+    ap.add_argument("--doc", default="",
+                    help="a Markdown file whose <!-- model-table --> block is replaced")
     args = ap.parse_args()
     rows = ["| model | family | input | params | GMACs |", "|---|---|---|---:|---:|"]
     for name in jaxvision.list_models(args.pattern, exclude="test_*"):
@@ -55,14 +56,14 @@ def main():
     if args.out:
         with open(args.out, "w") as f:
             f.write(table)
-    if args.readme:
-        text = open(args.readme).read()
+    if args.doc:
+        text = open(args.doc).read()
         block = ("<!-- model-table -->\n" + table + "<!-- /model-table -->")
         new, n = re.subn(r"<!-- model-table -->.*?<!-- /model-table -->", block, text,
                          flags=re.S)
         if n != 1:
-            sys.exit(f"{args.readme} has no <!-- model-table --> block")
-        with open(args.readme, "w") as f:
+            sys.exit(f"{args.doc} has no <!-- model-table --> block")
+        with open(args.doc, "w") as f:
             f.write(new)
 
 

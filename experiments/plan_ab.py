@@ -12,7 +12,7 @@ momentum) is traced and compiled with its overrides in place, then all are run i
 one step each per round, for ``--rounds`` rounds, and the median and minimum step time of
 each are printed with the ratio of its median to the reference's.  Timing the variants in
 turn in one process is what makes a few percent visible on a shared machine, where the
-same step timed in separate runs minutes apart varies by 5-10% (``README.md``, "Results").
+same step timed in separate runs minutes apart varies by 5-10% (``docs/results.md``).
 The library setting (``JAXVISION_XLA_CPU_CONV``) applies to all variants alike.
 """
 from __future__ import annotations

@@ -7,7 +7,7 @@ keeps freed memory for reuse, so every step maps it afresh and the kernel zeroes
 page as the step first touches it: 342,000 page faults per step.  tcmalloc keeps the freed
 buffer and hands it back the next step (about 500 faults per step after the first): on a
 2-core AMD EPYC that step took 2.2 s instead of 3.1 s.  PyTorch's step, whose tensors are
-separate allocations, faulted less under glibc and gained less (``README.md``, "Results").
+separate allocations, faulted less under glibc and gained less (``docs/results.md``).
 
 The allocator has to be chosen before the process starts (``LD_PRELOAD``), so the
 command-line entry points (``jaxvision-train``, ``-evaluate``, ``-benchmark`` and their

@@ -105,13 +105,13 @@ def test_tiny_variant_trains(name):
                for p, g in zip(jax.tree.leaves(params), jax.tree.leaves(grads)))
 
 
-def test_readme_model_table_lists_every_model_with_its_golden_count():
-    """The README's table (experiments/model_table.py) is current: one row per registered
+def test_docs_model_table_lists_every_model_with_its_golden_count():
+    """docs/models.md's table (experiments/model_table.py) is current: one row per registered
     full-size model, and every count equal to the golden one."""
-    readme = os.path.join(os.path.dirname(__file__), os.pardir, "README.md")
-    if not os.path.exists(readme):
-        pytest.skip("README.md is not next to the tests (installed package)")
-    with open(readme) as f:
+    doc = os.path.join(os.path.dirname(__file__), os.pardir, "docs", "models.md")
+    if not os.path.exists(doc):
+        pytest.skip("docs/models.md is not next to the tests (installed package)")
+    with open(doc) as f:
         text = f.read()
     block = text.split("<!-- model-table -->")[1].split("<!-- /model-table -->")[0]
     rows = {}

@@ -4,7 +4,7 @@
 timm/torchvision alone by ``experiments/reference_param_counts.py`` (versions stated in the
 file).  jaxvision's own counts are the golden files of ``tests/golden/*.json``, which
 ``test_models.py::test_golden_param_count`` checks against ``jax.eval_shape`` of every model
-(and the README's model table is checked against the same golden files), so:
+(and docs/models.md's model table is checked against the same golden files), so:
 jaxvision (eval_shape) == golden == reference == timm.  Where timm is installed the reference
 file itself is recomputed from timm on the meta device.
 """

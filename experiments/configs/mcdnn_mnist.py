@@ -6,7 +6,7 @@
 
 Hardware assumed: 1 CPU; a column trains in minutes on 2 cores
 Paper's figure: 0.23% test error for a 35-column committee; single columns 0.3-0.4%.
-Expected result: each column ~1.4-1.5% held-out error at 28x28 in 6 epochs (README "Results"); a committee of columns (python -m jaxvision.evaluate --workdirs /tmp/col0,/tmp/col1,/tmp/col2) lower than its best column.
+Expected result: each column ~1.4-1.5% held-out error at 28x28 in 6 epochs (docs/results.md); a committee of columns (python -m jaxvision.evaluate --workdirs /tmp/col0,/tmp/col1,/tmp/col2) lower than its best column.
 """
 from jaxvision.config import default_config, lock, mnist_idx
 

@@ -11,7 +11,7 @@ random 28x28 crops of the digits padded by 2 pixels (0.56% held-out error in 9 m
     python -m jaxvision.train --config experiments/configs/mnist_cnn.py:idx \
         --config.dataset.path=../shared/data/mnist --workdir /tmp/mnist_cnn_idx
 
-Results are recorded, with their commands, in the README (section "Results").
+Results are recorded, with their commands, in docs/results.md.
 """
 from jaxvision.config import default_config, lock
 

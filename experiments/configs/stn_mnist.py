@@ -10,7 +10,7 @@ once with a fixed key, so every run is scored on the same images (``dataset.dist
 Hardware assumed: 1 CPU or GPU (about 2.7 minutes per epoch on a 2-core CPU)
 Paper's figure: RTS-distorted MNIST test error: ST-CNN (affine) 0.5%, CNN 0.8%, FCN 5.2%.
 The paper trains with SGD for 150k iterations of 256 images; this config uses Adam with a
-cosine schedule so that a few epochs get close.  Measured results are in the README.
+cosine schedule so that a few epochs get close.  Measured results are in docs/results.md.
 """
 from jaxvision.config import default_config, lock, mnist_idx
 
