@@ -434,6 +434,11 @@ def restore_variables(path: str) -> tuple[dict, dict]:
     arrays, whatever optimizer wrote it (its state is not read into the new run)."""
     directory, step = find_restore_path(path)
     step_dir = os.path.join(directory, str(step))
+    if os.path.exists(os.path.join(step_dir, MANIFEST)):  # sealed: refuse damaged files
+        try:
+            verify(step_dir)
+        except CheckpointError as e:
+            raise CheckpointError(f"checkpoint {step_dir} fails verification: {e}") from e
     import warnings
     try:
         with warnings.catch_warnings():  # read onto host memory: no sharding to ask for
