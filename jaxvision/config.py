@@ -41,6 +41,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.dataset.train_interpolation = "area"  # resize of training crops: area (OpenCV's
     #   pixel-area shrink, as FFCV; ~2x faster) | bilinear (Pillow's, as torchvision) | ...
     c.dataset.flip = True              # random horizontal flip of training crops
+    c.dataset.decoder = "libjpeg-turbo"  # host JPEG decoding: libjpeg-turbo (simplejpeg) |
+    #   pillow; other formats always go through Pillow
     c.dataset.crop_pct = 0.0           # eval: shorter side -> input / crop_pct; 0: the model's
     c.dataset.interpolation = ""       # eval resize; '': the model's (model_cfg, as timm)
     c.dataset.workers = -1             # streamed data: worker processes making batches

@@ -162,3 +162,24 @@ def test_make_jpeg_folder_writes_imagenet_like_photographs(tmp_path):
         out = dec.decode(data, path=str(f))
         assert out.ndim == 3 and out.shape[-1] == 3 and out.std() > 10  # a photograph
     assert modes == {"RGB", "L", "CMYK"}
+
+
+def test_decoder_setting_chooses_the_jpeg_library_and_names_what_is_missing(jpeg, monkeypatch):
+    from jaxvision.config import default_config
+    from jaxvision.data import transforms
+    ds = default_config().dataset
+    ds.decoder = "pillow"
+    t = transforms.eval_transform(ds, "resnet18")
+    assert t.decoder == "pillow"
+    # Pillow decodes with libjpeg-turbo too: the same pixels up to rounding
+    assert np.abs(t(jpeg).astype(int) - transforms.eval_image(jpeg, "resnet18")).mean() < 0.5
+    ds.decoder = "dali"
+    with pytest.raises(ValueError, match=r"dataset.decoder must be one of \['libjpeg-turbo'"):
+        transforms.train_transform(ds, "resnet18")
+    ds.decoder = "libjpeg-turbo"
+    monkeypatch.setattr(dec, "simplejpeg", None)
+    with pytest.raises(DataError, match="pip install simplejpeg"):
+        transforms.train_transform(ds, "resnet18")
+    ds.decoder = "pillow"  # needs no simplejpeg
+    out = transforms.train_transform(ds, "resnet18")(jpeg, np.random.default_rng(0))
+    assert out.shape == (224, 224, 3) and out.dtype == np.uint8

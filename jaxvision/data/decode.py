@@ -40,6 +40,27 @@ try:  # bilinear enlargement only (see resize); Pillow does everything without i
 except ImportError:  # pragma: no cover
     cv2 = None
 
+# ``dataset.decoder``: the library that decodes JPEGs (other formats always go to Pillow),
+# with the package each needs and how to install it.
+DECODERS = {
+    "libjpeg-turbo": ("simplejpeg", "pip install simplejpeg (a dependency of jaxvision: "
+                                    "reinstall jaxvision to get it back)"),
+    "pillow": ("PIL", "pip install pillow"),
+}
+
+
+def check_decoder(name: str) -> str:
+    """``name`` if it is a known decoder whose library is installed; otherwise a clear
+    error naming the choices or what to install."""
+    if name not in DECODERS:
+        raise ValueError(f"dataset.decoder must be one of {sorted(DECODERS)}, got {name!r}")
+    if name == "libjpeg-turbo" and simplejpeg is None:
+        raise DataError(f"dataset.decoder='libjpeg-turbo' needs the simplejpeg package, which "
+                        f"is not installed: {DECODERS[name][1]}; or set "
+                        f"dataset.decoder='pillow'")
+    return name
+
+
 # Pillow format names that are decoded (the JPEG opener also yields the multi-picture 'MPO'
 # files many cameras write).  Content of any other format is refused, since some Pillow
 # plugins hand files to external programs (EPS to Ghostscript).
@@ -186,11 +207,11 @@ def _decode_pil(data: bytes, channels: int, min_size) -> np.ndarray:
         return _channels(np.asarray(img, dtype=np.uint8), channels)
 
 
-def decode_raw(data: bytes, channels: int = 3, min_size: tuple[int, int] | None = None
-               ) -> np.ndarray:
+def decode_raw(data: bytes, channels: int = 3, min_size: tuple[int, int] | None = None,
+               decoder: str = "libjpeg-turbo") -> np.ndarray:
     """:func:`decode` raising :class:`FileFault` (no path) for a faulty file."""
     try:
-        header = _jpeg_header(data)
+        header = _jpeg_header(data) if decoder == "libjpeg-turbo" else None
         if header is not None and header[2] in _TURBO_COLORSPACES:
             kw = {}
             if min_size is not None:
@@ -213,7 +234,7 @@ def decode_raw(data: bytes, channels: int = 3, min_size: tuple[int, int] | None 
 
 
 def decode(data: bytes, channels: int = 3, min_size: tuple[int, int] | None = None,
-           path: str = "") -> np.ndarray:
+           path: str = "", decoder: str = "libjpeg-turbo") -> np.ndarray:
     """Decode an encoded image to uint8 ``(H, W, channels)`` (``channels`` 1 or 3).
 
     Args:
@@ -223,6 +244,7 @@ def decode(data: bytes, channels: int = 3, min_size: tuple[int, int] | None = No
         any of libjpeg-turbo's M/8 scales whose result is at least this large (each side).
         ``None``: full size.  The result covers the whole image either way.
       path: named in the error message.
+      decoder: ``'libjpeg-turbo'`` (simplejpeg) or ``'pillow'`` for JPEGs (``DECODERS``).
 
     Raises:
       DataError: the data cannot be decoded; the message names ``path`` and the reason.
@@ -230,7 +252,7 @@ def decode(data: bytes, channels: int = 3, min_size: tuple[int, int] | None = No
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels!r}")
     try:
-        return decode_raw(_as_bytes(data), channels, min_size)
+        return decode_raw(_as_bytes(data), channels, min_size, decoder)
     except FileFault as e:
         raise DataError(f"cannot decode image file {path or '<bytes>'}: {e}") from e
 

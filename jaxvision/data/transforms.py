@@ -82,13 +82,14 @@ def _bytes(data):
     return data if isinstance(data, (bytes, bytearray, memoryview)) else _decode._as_bytes(data)
 
 
-def _crop_resize(data, hw, box, out_hw, interpolation, channels, path, dct=True):
+def _crop_resize(data, hw, box, out_hw, interpolation, channels, path, dct=True,
+                 decoder="libjpeg-turbo"):
     """Resize the region ``box=(top, left, h, w)`` (original pixels, may be fractional) of
     the image to ``out_hw``, decoding at a reduced DCT scale when the region allows."""
     height, width = hw
     top, left, h, w = box
     min_size = (_decode.dct_min_size(height, width, h, w, *out_hw) if dct else None)
-    img = _decode.decode(data, channels, min_size, path)
+    img = _decode.decode(data, channels, min_size, path, decoder)
     if img.shape[:2] == (height, width) and all(float(v).is_integer() for v in box):
         top, left, h, w = (int(v) for v in box)
         return _decode.resize(img[top:top + h, left:left + w], out_hw, interpolation)
@@ -108,6 +109,7 @@ def _rng(rng):
 
 
 def _check_common(t):
+    _decode.check_decoder(t.decoder)
     if not isinstance(t.size, int) or t.size <= 0:
         raise ValueError(f"{type(t).__name__}: size must be a positive int, got {t.size!r}")
     if t.interpolation not in _decode.INTERPOLATIONS:
@@ -128,6 +130,7 @@ class RandomResizedCrop:
     interpolation: str = "area"
     flip: bool = True
     channels: int = 3
+    decoder: str = "libjpeg-turbo"    # JPEG library (decode.DECODERS)
     dct: bool = True  # decode downscaled when the crop is >= 2x the output
 
     def __post_init__(self):
@@ -146,7 +149,7 @@ class RandomResizedCrop:
         hw = _decode.image_size(data, path)
         box = sample_rrc(rng, *hw, self.scale, self.ratio)
         out = _crop_resize(data, hw, box, (self.size, self.size), self.interpolation,
-                           self.channels, path, self.dct)
+                           self.channels, path, self.dct, self.decoder)
         return _flip(out, rng, self.flip)
 
 
@@ -178,6 +181,7 @@ class ScaleJitter:
     interpolation: str = "area"
     flip: bool = True
     channels: int = 3
+    decoder: str = "libjpeg-turbo"    # JPEG library (decode.DECODERS)
     dct: bool = True
 
     def __post_init__(self):
@@ -193,7 +197,7 @@ class ScaleJitter:
         short = int(rng.integers(self.s_min, self.s_max + 1))
         box = _random_square(rng, hw, short, self.size)
         out = _crop_resize(data, hw, box, (self.size, self.size), self.interpolation,
-                           self.channels, path, self.dct)
+                           self.channels, path, self.dct, self.decoder)
         return _flip(out, rng, self.flip)
 
 
@@ -208,6 +212,7 @@ class AlexNetCrop:
     interpolation: str = "area"
     flip: bool = True
     channels: int = 3
+    decoder: str = "libjpeg-turbo"    # JPEG library (decode.DECODERS)
     dct: bool = True
 
     def __post_init__(self):
@@ -222,7 +227,7 @@ class AlexNetCrop:
         hw = _decode.image_size(data, path)
         box = _random_square(rng, hw, self.resize, self.size, centre_square=True)
         out = _crop_resize(data, hw, box, (self.size, self.size), self.interpolation,
-                           self.channels, path, self.dct)
+                           self.channels, path, self.dct, self.decoder)
         return _flip(out, rng, self.flip)
 
 
@@ -239,6 +244,7 @@ class CenterCropEval:
     interpolation: str = "bilinear"
     crop_mode: str = "center"
     channels: int = 3
+    decoder: str = "libjpeg-turbo"    # JPEG library (decode.DECODERS)
 
     def __post_init__(self):
         _check_common(self)
@@ -254,7 +260,7 @@ class CenterCropEval:
 
     def __call__(self, data: bytes, rng: np.random.Generator | None = None,
                  path: str = "") -> np.ndarray:
-        img = _decode.decode(_bytes(data), self.channels, None, path)
+        img = _decode.decode(_bytes(data), self.channels, None, path, self.decoder)
         s = self.scale_size
         if self.crop_mode == "squash":
             hw = (s, s)
@@ -291,15 +297,16 @@ def train_transform(ds, model_name: str, input_size=None):
     name = ds.get("train_transform", "random_resized_crop")
     interp = ds.get("train_interpolation", "area") or "area"
     flip = bool(ds.get("flip", True))
+    decoder = ds.get("decoder", "libjpeg-turbo")
     if name == "random_resized_crop":
         return RandomResizedCrop(size, tuple(ds.get("rrc_scale", (0.08, 1.0))),
                                  tuple(ds.get("rrc_ratio", (3 / 4, 4 / 3))), interp, flip,
-                                 channels)
+                                 channels, decoder)
     if name == "scale_jitter":
         s_min, s_max = (int(v) for v in ds.get("scale_jitter", (256, 480)))
-        return ScaleJitter(size, s_min, s_max, interp, flip, channels)
+        return ScaleJitter(size, s_min, s_max, interp, flip, channels, decoder)
     if name == "alexnet":
-        return AlexNetCrop(size, round(size * 256 / 224), interp, flip, channels)
+        return AlexNetCrop(size, round(size * 256 / 224), interp, flip, channels, decoder)
     if name == "center":  # no augmentation: the eval transform
         return eval_transform(ds, model_name, input_size)
     raise ValueError(f"dataset.train_transform must be one of {TRAIN_TRANSFORMS}, got {name!r}")
@@ -314,7 +321,8 @@ def eval_transform(ds, model_name: str, input_size=None) -> CenterCropEval:
     crop_pct = float(ds.get("crop_pct", 0.0) or cfg["crop_pct"])
     interp = ds.get("interpolation", "") or cfg.get("interpolation", "bilinear")
     channels = int(ds.get("channels", 0) or c)
-    return CenterCropEval(size, crop_pct, interp, cfg.get("crop_mode", "center"), channels)
+    return CenterCropEval(size, crop_pct, interp, cfg.get("crop_mode", "center"), channels,
+                          ds.get("decoder", "libjpeg-turbo"))
 
 
 def eval_image(path_or_bytes, model_name: str) -> np.ndarray:
