@@ -185,7 +185,9 @@ def validate(config) -> None:
     config.dtype = DTYPE_ALIASES[dtype]
     ds = config.dataset
     whole("dataset.train_size (0: all)", ds.train_size, 0)
-    whole("dataset.workers", ds.workers, 1)
+    need(_is_int(ds.workers) and ds.workers >= -1,
+         f"dataset.workers must be a whole number >= -1 (worker processes; 0: in this "
+         f"process; -1: one per CPU core), got {ds.workers!r}")
     whole("dataset.prefetch", ds.prefetch, 0)
     if ds.eval_split == "validation":
         fixed = FIXED_VALIDATION.get(ds.source)

@@ -4,11 +4,13 @@
     python -m jaxvision.predict --model resnet50 --pretrained [TAG] cat.jpg --top_k 3 --json
     jaxvision-predict ...   (the same, as an installed script)
 
-Folders are searched recursively for image files.  A workdir's images are decoded as its
-folder source decodes them (``jaxvision.data.folder.decode_image``: shorter side resized to
-the training size, centre crop; the model's channels) and normalised with the run's mean and
-std; a pretrained model's with its data config (``model_cfg(name, pretrained=...)``: resize
-the shorter side to ``size / crop_pct`` with its interpolation, centre crop).  Class names
+Folders are searched recursively for image files.  Images go through the eval transform
+the model was evaluated with (``jaxvision.data.transforms``): for a run on a streamed source
+(image folder, ArrayRecord) the run's ``eval_transform``, for a pretrained model its data
+config's (``model_cfg(name, pretrained=...)``: shorter side to ``size / crop_pct`` with its
+interpolation, centre crop); images of a run on in-memory data (MNIST, CIFAR-sized) are
+decoded to its input size (``jaxvision.data.folder.decode_image``).  They are normalised
+with the run's or the weights' mean and std.  Class names
 come from the workdir's ``classes.json`` (written by the trainer) or, for ImageNet-1k
 weights, from ``jaxvision/imagenet1k_classes.txt``.
 """
@@ -52,14 +54,13 @@ def image_paths(inputs) -> list[str]:
 class Predictor:
     """A model, its variables, its preprocessing and its class names."""
 
-    def __init__(self, model, variables, names, size, channels, mean, std, crop_pct=1.0,
-                 interpolation="bilinear"):
+    def __init__(self, model, variables, names, size, channels, mean, std, transform=None):
         import jax
         self.model, self.variables, self.names = model, variables, list(names)
         self.size, self.channels = tuple(size), int(channels)
+        self.transform = transform  # bytes -> uint8 (H, W, C); None: decode to ``size``
         self.mean = np.asarray(mean, np.float32)
         self.std = np.asarray(std, np.float32)
-        self.crop_pct, self.interpolation = float(crop_pct), interpolation
         self._apply = jax.jit(lambda v, x: jax.nn.softmax(model.apply(v, x, train=False)))
 
     @classmethod
@@ -83,8 +84,12 @@ class Predictor:
         kwargs = {k: v for k, v in (config.get("model_kwargs") or {}).items()}
         model = create_model(config["model"], num_classes=n, **kwargs)
         variables = {k: v for k, v in variables.items() if v}
+        transform = None
+        if ds.get("source") in ("folder", "array_record"):  # streamed: its eval transform
+            from jaxvision.data.transforms import eval_transform
+            transform = eval_transform(ds, config["model"], (*size, channels))
         return cls(model, variables, names, size, channels, ds.get("mean") or mcfg["mean"],
-                   ds.get("std") or mcfg["std"])
+                   ds.get("std") or mcfg["std"], transform)
 
     @classmethod
     def from_pretrained(cls, name: str, pretrained=True) -> "Predictor":
@@ -93,27 +98,23 @@ class Predictor:
         model, variables = create_model(name, pretrained=pretrained)
         n = model.num_classes
         names = imagenet_classes() if n == 1000 else [str(i) for i in range(n)]
-        return cls(model, variables, names, cfg["input_size"][:2], cfg["input_size"][2],
-                   cfg["mean"], cfg["std"], cfg.get("crop_pct", 0.875),
-                   cfg.get("interpolation", "bilinear"))
+        from jaxvision.data.transforms import CenterCropEval
+        (h, w, c) = cfg["input_size"]
+        if h != w:
+            raise ValueError(f"{name}'s weights take {h}x{w} inputs; the eval crop is square")
+        transform = CenterCropEval(h, cfg.get("crop_pct", 0.875),
+                                   cfg.get("interpolation", "bilinear"),
+                                   cfg.get("crop_mode", "center"), c)
+        return cls(model, variables, names, (h, w), c, cfg["mean"], cfg["std"], transform)
 
     def load(self, path: str) -> np.ndarray:
         """uint8 (H, W, C) as the model expects it."""
-        from jaxvision.data.folder import decode_image
-        if self.crop_pct >= 1.0:
+        if self.transform is None:
+            from jaxvision.data.folder import decode_image
             return decode_image(path, self.channels, self.size)
-        from PIL import Image
-        img = Image.fromarray(np.squeeze(decode_image(path, self.channels)))
-        h, w = self.size
-        scale = max(h, w) / self.crop_pct / min(img.size)
-        resample = {"bicubic": Image.Resampling.BICUBIC, "nearest": Image.Resampling.NEAREST,
-                    "lanczos": Image.Resampling.LANCZOS}.get(self.interpolation,
-                                                             Image.Resampling.BILINEAR)
-        img = img.resize((max(w, round(img.size[0] * scale)), max(h, round(img.size[1] * scale))),
-                         resample)
-        left, top = (img.size[0] - w) // 2, (img.size[1] - h) // 2
-        arr = np.asarray(img.crop((left, top, left + w, top + h)))
-        return arr.reshape(h, w, self.channels)
+        with open(path, "rb") as f:
+            data = f.read()
+        return self.transform(data, None, path).reshape(*self.size, self.channels)
 
     def __call__(self, paths, top_k: int = 5, batch: int = 32) -> list[dict]:
         images = [self.load(p) for p in paths]  # every file decodes before anything compiles
