@@ -183,6 +183,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     locked for this process's life, and a rerun is checked to be the same run."""
     config_lib.validate_keys(config)
     config_lib.validate(config)
+    _profile_window(config.profile_steps)  # a bad window is refused before the workdir is made
     signals = SignalFlag().install()
     lock = None
     try:

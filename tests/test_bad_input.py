@@ -179,14 +179,16 @@ def test_bad_input_keeps_earlier_checkpoints(tmp_path):
     assert sorted(os.listdir(tmp_path / "checkpoints")) == before
 
 
-def test_restore_into_other_architecture_names_the_parameter(tmp_path):
+def test_restore_into_other_architecture_names_the_parameter(tmp_path, capsys):
     train.train_and_evaluate(tiny_config(num_train_steps=2), str(tmp_path / "a"))
-    # initialising another architecture from the checkpoint names the parameter
+    # initialising another architecture from the checkpoint (fine-tuning: params and batch
+    # stats only) re-initialises the entries of another shape and names each of them
     cfg = tiny_config(num_train_steps=4, init_from=str(tmp_path / "a"))
     cfg.model_kwargs.hidden = 24  # a different architecture than the checkpoint's
-    with pytest.raises(CheckpointError, match=r"params/fc1/(bias|kernel) has shape \((392, )?16,?\) "
-                                              r"in the checkpoint but \((392, )?24,?\) in the model"):
-        train.train_and_evaluate(cfg, str(tmp_path / "b"))
+    capsys.readouterr()
+    train.train_and_evaluate(cfg, str(tmp_path / "b"))
+    out = capsys.readouterr().out
+    assert "newly initialised" in out and "params/fc1/kernel" in out, out
     # resuming with it is refused earlier: the architecture is part of the run's identity
     cfg = tiny_config(num_train_steps=4)
     cfg.model_kwargs.hidden = 24
