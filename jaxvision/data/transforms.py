@@ -98,6 +98,18 @@ def _crop_resize(data, hw, box, out_hw, interpolation, channels, path, dct=True,
                           box=(left * sx, top * sy, (left + w) * sx, (top + h) * sy))
 
 
+def _train_crop(t, data, rng, path, sample_box):
+    """The training crops' common path: read the stored size from the header, draw the box
+    ``sample_box(rng, (h, w))`` (original pixels), decode and resize only what it needs, then
+    flip; every random draw comes from ``rng``, in that order."""
+    rng, data = _rng(rng), _bytes(data)
+    hw = _decode.image_size(data, path)
+    box = sample_box(rng, hw)
+    out = _crop_resize(data, hw, box, (t.size, t.size), t.interpolation, t.channels, path,
+                       t.dct, t.decoder)
+    return _flip(out, rng, t.flip)
+
+
 def _flip(img, rng, flip):
     if flip and rng.random() < 0.5:
         return np.ascontiguousarray(img[:, ::-1])
@@ -145,12 +157,8 @@ class RandomResizedCrop:
 
     def __call__(self, data: bytes, rng: np.random.Generator | None = None,
                  path: str = "") -> np.ndarray:
-        rng, data = _rng(rng), _bytes(data)
-        hw = _decode.image_size(data, path)
-        box = sample_rrc(rng, *hw, self.scale, self.ratio)
-        out = _crop_resize(data, hw, box, (self.size, self.size), self.interpolation,
-                           self.channels, path, self.dct, self.decoder)
-        return _flip(out, rng, self.flip)
+        return _train_crop(self, data, rng, path,
+                           lambda r, hw: sample_rrc(r, *hw, self.scale, self.ratio))
 
 
 def _random_square(rng, hw, short, size, centre_square=False):
@@ -192,13 +200,8 @@ class ScaleJitter:
 
     def __call__(self, data: bytes, rng: np.random.Generator | None = None,
                  path: str = "") -> np.ndarray:
-        rng, data = _rng(rng), _bytes(data)
-        hw = _decode.image_size(data, path)
-        short = int(rng.integers(self.s_min, self.s_max + 1))
-        box = _random_square(rng, hw, short, self.size)
-        out = _crop_resize(data, hw, box, (self.size, self.size), self.interpolation,
-                           self.channels, path, self.dct, self.decoder)
-        return _flip(out, rng, self.flip)
+        return _train_crop(self, data, rng, path, lambda r, hw: _random_square(
+            r, hw, int(r.integers(self.s_min, self.s_max + 1)), self.size))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,12 +226,8 @@ class AlexNetCrop:
 
     def __call__(self, data: bytes, rng: np.random.Generator | None = None,
                  path: str = "") -> np.ndarray:
-        rng, data = _rng(rng), _bytes(data)
-        hw = _decode.image_size(data, path)
-        box = _random_square(rng, hw, self.resize, self.size, centre_square=True)
-        out = _crop_resize(data, hw, box, (self.size, self.size), self.interpolation,
-                           self.channels, path, self.dct, self.decoder)
-        return _flip(out, rng, self.flip)
+        return _train_crop(self, data, rng, path, lambda r, hw: _random_square(
+            r, hw, self.resize, self.size, centre_square=True))
 
 
 @dataclasses.dataclass(frozen=True)
