@@ -45,16 +45,7 @@ except Exception:  # not installed, or libturbojpeg missing
     turbojpeg = _TJ = None
 import simplejpeg
 
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
+from jaxvision.data.benchmark import cpu_model  # noqa: E402
 
 
 def versions() -> dict:

@@ -41,14 +41,8 @@ FIELDS = ["split", "workers", "cpu", "cores", "jaxvision_img_s", "torchvision_im
 
 
 def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from jaxvision.layers.conv_impl import cpuinfo_field  # the benchmark's own CPU reader
+    return cpuinfo_field("model name") or platform.processor() or platform.machine()
 
 
 def versions() -> str:
