@@ -13,6 +13,23 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("JAXVISION_XLA_CPU_CONV", "ynnpack")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+# One persistent XLA compilation cache per test session, shared by both pytest-xdist workers
+# and by every process they start (training drivers, command-line runs): the suite compiles
+# the same small training and evaluation programs in dozens of processes, and on two cores
+# that compilation was most of its time.  A cache hit is the executable XLA compiled for the
+# same program and options, so what runs is unchanged.  The controller (or a plain pytest
+# run) makes the directory before any worker starts; workers and subprocesses inherit it.
+# A directory given by the caller is used as is (and kept).
+if "PYTEST_XDIST_WORKER" not in os.environ and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    _cache_dir = tempfile.mkdtemp(prefix="jaxvision-test-xla-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache_dir
+    atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+
 # XLA:CPU aborts the process when a device has waited 40 s in a collective's rendezvous for
 # another device's thread.  On a loaded 2-core machine (two test workers, each running
 # 8-device training drivers) a thread can be starved that long: a clean-clone CI run lost a
