@@ -35,7 +35,7 @@ REACHED = {
 
 
 COMMAND = "python -m jaxvision.train"
-FIELDS = dict(hardware="Hardware assumed:", paper="Paper's figure:")
+FIELDS = {"hardware": "Hardware assumed:", "paper": "Paper's figure:"}
 
 
 def describe(path: str) -> list[dict]:
@@ -70,8 +70,8 @@ def describe(path: str) -> list[dict]:
         arg = m.group(2) if m else None
         title = lines[0] if k == 0 else " ".join(
             lines[paragraph_start(i):i]).strip().rstrip(":")
-        entry = dict(name=os.path.basename(path)[:-3] + (f":{arg}" if arg else ""), arg=arg,
-                     title=title, command=command)
+        entry = {"name": os.path.basename(path)[:-3] + (f":{arg}" if arg else ""), "arg": arg,
+                 "title": title, "command": command}
         for key, prefix in FIELDS.items():
             entry[key] = field(prefix, i + 1, hi) or field(prefix, 0, len(lines))
         entries.append(entry)
