@@ -7,7 +7,7 @@ Hardware assumed: 1 CPU
 Paper's figure: ~1.05-1.25% test error for dropout nets with max-norm; 1-layer MLP 1.60%.
 Expected result: ~1.2% held-out error.
 
-The maxout MLP (Goodfellow et al., 2013), same recipe:
+Maxout MLP on MNIST (Goodfellow et al., 2013), same recipe:
 
     python -m jaxvision.train --config experiments/configs/dropout_mlp_mnist.py:maxout --workdir /tmp/maxout_mlp_mnist \
         --config.dataset.path=/path/to/mnist_idx_folder

@@ -7,8 +7,8 @@ Hardware assumed: a GPU for the 160 epochs (about 9 minutes per epoch on a 2-cor
 Paper's figure: ODE-Net 0.42%, RK-Net 0.47%, ResNet 0.41% test error.
 Expected result: ~0.5% held-out error.
 
-The paper's comparison models, trained the same way: RK-Net (the same network, backpropagated
-through the solver's steps):
+RK-Net on MNIST, the paper's comparison: the same network, backpropagated through the solver's
+steps, trained the same way:
 
     python -m jaxvision.train --config experiments/configs/odenet_mnist.py:rknet --workdir /tmp/rknet_mnist \
         --config.dataset.path=/path/to/mnist_idx_folder
@@ -16,7 +16,7 @@ through the solver's steps):
 Paper's figure: RK-Net 0.47% test error.
 Expected result: close to the ODE-Net's (~0.5% held-out error).
 
-and the ResNet with six residual blocks in place of the ODE block:
+ResNet on MNIST, the paper's other comparison: six residual blocks in place of the ODE block:
 
     python -m jaxvision.train --config experiments/configs/odenet_mnist.py:resnet6 --workdir /tmp/resnet6_mnist \
         --config.dataset.path=/path/to/mnist_idx_folder

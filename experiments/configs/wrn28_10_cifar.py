@@ -24,6 +24,7 @@ mixup on WRN-28-10, CIFAR-10 (Zhang et al., 2018):
     python -m jaxvision.train --config experiments/configs/wrn28_10_cifar.py:mixup --workdir /tmp/mixup_wrn28_10_cifar10 \
         --config.dataset.data_dir=/path/to/tensorflow_datasets
 
+Hardware assumed: 1 GPU
 Paper's figure: WRN-28-10 + mixup (alpha=1): 2.7% test error (ERM 3.8%).
 Expected result: ~3% test error.
 
@@ -32,6 +33,7 @@ SGDR warm restarts on WRN-28-10, CIFAR-10 (Loshchilov & Hutter, 2017):
     python -m jaxvision.train --config experiments/configs/wrn28_10_cifar.py:sgdr --workdir /tmp/sgdr_wrn28_10_cifar10 \
         --config.dataset.data_dir=/path/to/tensorflow_datasets
 
+Hardware assumed: 1 GPU
 Paper's figure: 4.03% test error (T0=10, Tmult=2, median of runs).
 Expected result: ~4.0% test error after 150 epochs (end of the 4th cycle).
 
@@ -40,6 +42,7 @@ Random Erasing on WRN-28-10, CIFAR-100 (Zhong et al., 2020):
     python -m jaxvision.train --config experiments/configs/wrn28_10_cifar.py:random_erasing_cifar100 --workdir /tmp/random_erasing_wrn28_10_cifar100 \
         --config.dataset.data_dir=/path/to/tensorflow_datasets
 
+Hardware assumed: 1 GPU
 Paper's figure: 17.73% test error (CIFAR-100, WRN-28-10 + Random Erasing).
 Expected result: ~18% test error.
 """
