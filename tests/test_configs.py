@@ -22,10 +22,21 @@ from jaxvision import train
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                           "experiments", "configs")
 CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(CONFIG_DIR, "*.py")))
-# configs whose argument selects another model or dataset: each variant is run too
-ARGS = {"odenet_mnist": ["rknet", "resnet6"], "wrn28_10_cifar": ["cifar100_dropout"],
-        "dropout_mlp_mnist": ["maxout"], "mcdnn_mnist": ["1"], "mnist_cnn": ["idx"]}
-ALL = [(n, None) for n in CONFIGS] + [(n, a) for n, args in ARGS.items() for a in args]
+
+
+def _config_table():
+    path = os.path.join(os.path.dirname(CONFIG_DIR), "config_table.py")
+    spec = importlib.util.spec_from_file_location("config_table", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+# Each config's docstring gives the command of its own run, then one per variant
+# (``--config experiments/configs/<name>.py:<arg>``); every one of them is checked.
+ARGS = {n: [d["arg"] for d in _config_table().describe(os.path.join(CONFIG_DIR, n + ".py"))[1:]]
+        for n in CONFIGS}
+ALL = [(n, None) for n in CONFIGS] + [(n, a) for n in CONFIGS for a in ARGS[n]]
 
 
 def load(name, arg=None):
@@ -39,15 +50,13 @@ def load(name, arg=None):
 
 # Compiling the update step of a 100-to-164-layer network takes minutes on a 2-core CPU, so
 # these are checked without compiling by default, like the ImageNet configs.  So are the
-# WRN-28-10 configs other than wrn28_10_cifar, which is stepped: they differ from it only in
-# dataset, dropout, optimizer, schedule and augmentation settings, which are built here.
-DEEP = [("densenet_bc100_cifar10", None), ("preact_resnet164_cifar10", None),
-        ("resnet110_cifar10", None), ("mixup_wrn28_10_cifar10", None),
-        ("sgdr_wrn28_10_cifar10", None), ("random_erasing_wrn28_10_cifar100", None),
-        ("wrn28_10_cifar", "cifar100_dropout")]
+# WRN-28-10 variants, which differ from wrn28_10_cifar (stepped) only in dataset, dropout,
+# optimizer, schedule and augmentation settings, which are built here.
+DEEP = [("densenet_bc100_cifar10", None), ("resnet110_cifar10", None)] + [
+    (n, a) for n in ("resnet110_cifar10", "wrn28_10_cifar") for a in ARGS[n]]
 # finetune_folder needs pretrained weights and an image folder: its shapes are checked
-LARGE = [(n, None) for n in CONFIGS if n.endswith("_imagenet")] + DEEP + [
-    ("finetune_folder", None)]
+LARGE = [p for p in ALL if p[0].endswith("_imagenet")] + DEEP + [
+    (n, a) for n, a in ALL if n == "finetune_folder"]
 RUN_LARGE = os.environ.get("JAXVISION_TEST_LARGE_CONFIGS") == "1"
 STEPPED = [p for p in ALL if RUN_LARGE or p not in LARGE]
 
@@ -58,14 +67,15 @@ def test_large_config_builds_without_compiling(name, arg):
 
     from jaxvision import optim
     from jaxvision.data.augment import build_augment, build_mix
-    from jaxvision.utils import param_count
+    from jaxvision.utils import param_shapes
     c = load(name, arg)
     num_classes = c.num_classes or 1000
     model = jaxvision.create_model(c.model, num_classes=num_classes, **dict(c.model_kwargs))
-    assert param_count(model, jaxvision.model_cfg(c.model)["input_size"]) > 1e6
-    params = {"w": jax.ShapeDtypeStruct((3, 3), "float32")}
+    params = param_shapes(model, jaxvision.model_cfg(c.model)["input_size"])
+    assert sum(x.size for x in jax.tree.leaves(params)) > 1e6
+    # the model's own parameter tree (shapes only): weight-decay and freeze masks must match it
     tx, lr = optim.make_optimizer(c, params, 1000, 100, c.batch_size)
-    tx.init(params)
+    jax.eval_shape(tx.init, params)
     assert float(lr(0)) >= 0
     if c.augment:
         build_augment(c.augment)
@@ -120,15 +130,56 @@ def test_config_runs_two_steps_on_synthetic_data(name, arg, tmp_path, monkeypatc
 
 
 def test_experiments_readme_tables_every_config():
-    """experiments/README.md holds the current output of experiments/config_table.py."""
-    path = os.path.join(os.path.dirname(CONFIG_DIR), "config_table.py")
-    spec = importlib.util.spec_from_file_location("config_table", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    """experiments/README.md holds the current output of experiments/config_table.py: a row
+    for each config and for each of its variants, each with its command."""
+    mod = _config_table()
     with open(mod.README) as f:
         block = f.read().split("<!-- config-table -->\n")[1].split("<!-- /config-table -->")[0]
     assert block == mod.table(), "rerun: python experiments/config_table.py"
     listed = [ln.split("`")[1] for ln in block.splitlines()[2:]]
-    assert listed == CONFIGS
+    assert sorted(listed) == sorted(n + (f":{a}" if a else "") for n, a in ALL)
     for name in CONFIGS:
-        assert mod.describe(os.path.join(CONFIG_DIR, name + ".py"))["command"], name
+        entries = mod.describe(os.path.join(CONFIG_DIR, name + ".py"))
+        assert entries[0]["arg"] is None, f"{name}: the first command runs the config itself"
+        for d in entries:
+            assert f"experiments/configs/{d['name'].replace(':', '.py:', 1)}" in d["command"] \
+                or d["name"] == name and f"experiments/configs/{name}.py " in d["command"], d
+            assert d["paper"] or name == "mnist_cnn", f"{d['name']}: no paper's figure"
+
+
+# Two configs whose settings differ in fewer leaves than this are one experiment and its
+# variant: they belong in one file, the variant selected by get_config's argument.
+MIN_DIFFERING_KEYS = 4
+
+
+def _leaves(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_leaves(v, prefix + k + "."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def test_no_two_config_files_are_near_copies():
+    """Every config, and every variant of it, differs from those of every other file in at
+    least MIN_DIFFERING_KEYS settings."""
+    import itertools
+    leaves = {(n, a): _leaves(load(n, a).to_dict()) for n, a in ALL}
+    missing = object()
+    close = []
+    for (p, x), (q, y) in itertools.combinations(leaves.items(), 2):
+        if p[0] == q[0]:
+            continue  # variants of one file
+        differ = sorted(k for k in {*x, *y} if x.get(k, missing) != y.get(k, missing))
+        if len(differ) < MIN_DIFFERING_KEYS:
+            close.append(f"{p} / {q} differ only in {differ}")
+    assert not close, "near-copies; make one a variant of the other:\n" + "\n".join(close)
+
+
+@pytest.mark.parametrize("name", ["resnet50_imagenet", "resnet110_cifar10", "wrn28_10_cifar",
+                                  "odenet_mnist", "dropout_mlp_mnist", "mnist_cnn"])
+def test_unknown_config_argument_is_refused(name):
+    with pytest.raises(ValueError, match="unknown config argument 'cifar10O'"):
+        load(name, "cifar10O")
