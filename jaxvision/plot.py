@@ -34,7 +34,8 @@ def read_metrics(workdir: str) -> list[dict]:
 
 def plot(workdirs, out: str):
     """Draw the curves of ``workdirs`` into the image file ``out``; returns the figure."""
-    import matplotlib
+    from jaxvision.utils import require
+    matplotlib = require("matplotlib", "plot", "jaxvision.plot")
     matplotlib.use("Agg")  # files only: no display needed
     import matplotlib.pyplot as plt
     runs = [(os.path.basename(os.path.normpath(w)), read_metrics(w)) for w in workdirs]

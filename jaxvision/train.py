@@ -524,7 +524,8 @@ def cli(argv=None):
     from ml_collections import config_flags
 
     flags_ = flags.FLAGS
-    config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+    config_flags.DEFINE_config_file("config", None, "Experiment config: a name (mnist_cnn, "
+                                    "mnist_cnn:idx) or a file's path.", lock_config=True)
     flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and config.json.")
     flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host).")
     flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
@@ -556,7 +557,8 @@ def cli(argv=None):
             exit_now(1)
         log(json.dumps(result))
 
-    app.run(main, argv=argv)
+    from jaxvision.experiment_configs import resolve_command_line  # --config NAME
+    app.run(main, argv=resolve_command_line(argv))
 
 
 if __name__ == "__main__":
