@@ -19,7 +19,7 @@ def config_dir() -> str | None:
     except (ImportError, ValueError):
         spec = None
     if spec is not None and spec.submodule_search_locations:
-        return list(spec.submodule_search_locations)[0]
+        return next(iter(spec.submodule_search_locations))
     here = os.path.dirname(os.path.abspath(__file__))
     repo = os.path.join(os.path.dirname(here), "experiments", "configs")  # a source checkout
     return repo if os.path.isdir(repo) else None
