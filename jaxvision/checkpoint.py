@@ -19,6 +19,7 @@ import datetime
 import errno
 import functools
 import json
+import logging
 import os
 import shutil
 import threading
@@ -88,7 +89,25 @@ def _plain_array_writes_on_cpu():
     from orbax.checkpoint._src.metadata import array_metadata_store
     handler = type_handlers.ArrayHandler(use_replica_parallel=False,
                                          array_metadata_store=array_metadata_store.Store())
-    type_handlers.register_type_handler(jax.Array, handler, override=True)
+    # the override is deliberate: drop orbax's one warning line about it (and only that one)
+    absl_logger = logging.getLogger("absl")
+    quiet = _DropMessage("Type handler registry type")
+    absl_logger.addFilter(quiet)
+    try:
+        type_handlers.register_type_handler(jax.Array, handler, override=True)
+    finally:
+        absl_logger.removeFilter(quiet)
+
+
+class _DropMessage(logging.Filter):
+    """Drops the log records whose message starts with ``prefix``."""
+
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record) -> bool:
+        return not str(record.msg).startswith(self.prefix)
 
 
 def manager(workdir: str, max_to_keep: int = 3, async_save: bool = True) -> ocp.CheckpointManager:

@@ -5,6 +5,11 @@
 averages the softmax outputs of the newest checkpoint in each workdir (models may differ:
 an ensemble across architectures, or an MCDNN committee of columns) on the eval split that
 the first workdir's config names, and prints each member's and the ensemble's accuracy.
+
+    python -m jaxvision.evaluate --workdir /tmp/a --config.dataset.eval_split=train_full
+
+evaluates a run on another split or dataset: ``--config.dataset.<key>=<value>`` changes that
+key of the first workdir's saved dataset config (only ``dataset`` keys may change).
 """
 from __future__ import annotations
 
@@ -110,8 +115,8 @@ def predict_split(predict, variables, split, batch: int, mesh, transform=None,
 # Checkpoints and ensembles
 # ------------------------------------------------------------------------------------------
 
-def load_run(workdir: str):
-    """(config, model, variables) of the newest checkpoint in a training workdir."""
+def run_config(workdir: str):
+    """The config a training workdir's ``config.json`` records."""
     from jaxvision import checkpoint as ckpt
     from jaxvision.config import default_config
 
@@ -126,6 +131,14 @@ def load_run(workdir: str):
     config.update_from_flattened_dict(_flatten(saved))
     for k, v in kwargs.items():
         config.model_kwargs[k] = v
+    return config
+
+
+def load_run(workdir: str):
+    """(config, model, variables) of the newest checkpoint in a training workdir."""
+    from jaxvision import checkpoint as ckpt
+
+    config = run_config(workdir)
     # the newest checkpoint that verifies; read-only: nothing in the workdir is written
     loaded = ckpt.load(workdir)
     if loaded is None:
@@ -197,18 +210,61 @@ def ensemble(workdirs, crops: str | None = None, dataset=None, batch_size: int |
     return {"members": members, "ensemble_accuracy": acc, "count": len(split)}
 
 
+def dataset_overrides(argv) -> list[str]:
+    """The ``dataset`` keys that ``--config.dataset.<key>`` arguments set; any other
+    ``--config.`` key is a ``ValueError`` (the model and its training are the run's)."""
+    keys = []
+    for a in argv[1:]:
+        if a == "--":
+            break
+        if a.startswith(("--config.", "-config.")):
+            key = a.split("config.", 1)[1].split("=", 1)[0]
+            if not key.startswith("dataset."):
+                raise ValueError(f"--config.{key}: evaluation can change only config.dataset "
+                                 f"keys (another split or dataset); use --eval_crops and "
+                                 f"--batch_size for those settings")
+            keys.append(key.split(".", 1)[1])
+    return keys
+
+
+def with_dataset(dataset, keys, parsed):
+    """A copy of a run's ``dataset`` config with ``keys`` taken from ``parsed``."""
+    ds = dataset.copy_and_resolve_references()
+    with ds.unlocked():
+        for key in keys:
+            node, new = ds, parsed
+            *parents, leaf = key.split(".")
+            for p in parents:
+                node, new = node[p], new[p]
+            node[leaf] = new[leaf]
+    return ds
+
+
 def cli(argv=None):
     if argv is None:  # a command line, not a call from a program
         from jaxvision.allocator import reexec_with_allocator
         reexec_with_allocator()  # tcmalloc where installed: jaxvision/allocator.py
+    import ml_collections
     from absl import app, flags
+    from ml_collections import config_flags
+
+    from jaxvision.config import default_config
 
     flags.DEFINE_list("workdirs", None, "Training workdirs whose newest checkpoints to combine.")
+    flags.DEFINE_string("workdir", None, "One training workdir (instead of --workdirs).")
     flags.DEFINE_enum("eval_crops", None, list(CROPS), "Override the configs' eval_crops.")
     flags.DEFINE_integer("batch_size", None, "Eval batch size.")
-    flags.mark_flag_as_required("workdirs")
+    config_flags.DEFINE_config_dict(
+        "config", ml_collections.ConfigDict({"dataset": default_config().dataset}), "Only --config.dataset.<key>=<value>: evaluate on another "
+        "split or dataset than the first workdir's.")
     from jaxvision.utils import absl_help_lists  # --help of the jaxvision-evaluate script
-    absl_help_lists(flags.FLAGS, ["workdirs", "eval_crops", "batch_size"])
+    absl_help_lists(flags.FLAGS, ["workdirs", "workdir", "eval_crops", "batch_size", "config"])
+    import sys
+    try:
+        keys = dataset_overrides(sys.argv if argv is None else argv)
+    except ValueError as e:
+        print(f"Error: ValueError: {e}", file=sys.stderr, flush=True)
+        sys.exit(1)
 
     def main(_):
         from absl import logging
@@ -217,7 +273,13 @@ def cli(argv=None):
         configure_cpu_convolutions()  # XLA_FLAGS are read when JAX starts its backends
         logging.set_verbosity(logging.WARNING)
         f = flags.FLAGS
-        print(json.dumps(ensemble(f.workdirs, f.eval_crops, batch_size=f.batch_size)))
+        workdirs = ([f.workdir] if f.workdir else []) + list(f.workdirs or [])
+        if not workdirs:
+            raise app.UsageError("give --workdir or --workdirs")
+        dataset = (with_dataset(run_config(workdirs[0]).dataset, keys, f.config.dataset)
+                   if keys else None)
+        print(json.dumps(ensemble(workdirs, f.eval_crops, dataset=dataset,
+                                  batch_size=f.batch_size)))
 
     app.run(main, argv=argv)
 
@@ -226,5 +288,5 @@ if __name__ == "__main__":
     cli()
 
 
-__all__ = ["ensemble", "evaluate_split", "load_run", "make_eval_step", "make_predict",
-           "predict_split"]
+__all__ = ["dataset_overrides", "ensemble", "evaluate_split", "load_run", "make_eval_step",
+           "make_predict", "predict_split", "run_config", "with_dataset"]

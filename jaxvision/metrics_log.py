@@ -56,3 +56,42 @@ def truncate_metrics(path: str, after_step: int):
     with open(path + ".tmp", "w") as f:
         f.writelines(kept)
     os.replace(path + ".tmp", path)
+
+
+def read_metrics(workdir: str) -> list[dict]:
+    """The rows of ``workdir``'s metrics.jsonl (a line cut by a kill is skipped)."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{workdir} has no metrics.jsonl (not a jaxvision workdir, or "
+                                f"no step logged yet)")
+    rows = []
+    with open(path) as f:
+        for line in f:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut by a kill
+                continue
+    return rows
+
+
+def run_summary(workdir: str, wall_s: float) -> str:
+    """One line for the end of a run, from its metrics.jsonl: steps, last training loss, last
+    and best evaluation (accuracy and error), median training img/s, wall time, workdir."""
+    rows = read_metrics(workdir)
+    train = [r for r in rows if "train_loss" in r]
+    evals = [r for r in rows if "eval_accuracy" in r]
+    parts = [f"{max((r.get('step', 0) for r in rows), default=0)} steps"]
+    if train:
+        parts.append(f"train loss {train[-1]['train_loss']:.4f}")
+    if evals:
+        last = evals[-1]
+        best = max(evals, key=lambda r: r["eval_accuracy"])
+        parts.append(f"eval accuracy {last['eval_accuracy']:.2%} (error "
+                     f"{1 - last['eval_accuracy']:.2%}; best {best['eval_accuracy']:.2%} at "
+                     f"step {best['step']})")
+    rates = [r["img_per_s"] for r in rows if "img_per_s" in r]
+    if rates:
+        parts.append(f"{float(np.median(rates)):,.0f} img/s (median)")
+    s = int(wall_s)
+    parts.append(f"wall {s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}")
+    return "Summary: " + ", ".join(parts) + f"; workdir {workdir}"

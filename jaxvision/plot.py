@@ -9,32 +9,19 @@ accuracy; one line per workdir, labelled with its folder name.  Needs matplotlib
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
+
+from jaxvision.metrics_log import read_metrics
 
 PANELS = (("train_loss", "training loss"), ("learning_rate", "learning rate"),
           ("eval_accuracy", "eval accuracy"))
 
 
-def read_metrics(workdir: str) -> list[dict]:
-    path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{workdir} has no metrics.jsonl (not a jaxvision workdir, or "
-                                f"no step logged yet)")
-    rows = []
-    with open(path) as f:
-        for line in f:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:  # a line cut by a kill
-                continue
-    return rows
-
-
 def plot(workdirs, out: str):
     """Draw the curves of ``workdirs`` into the image file ``out``; returns the figure."""
-    import matplotlib
+    from jaxvision.utils import require
+    matplotlib = require("matplotlib", "plot", "jaxvision.plot")
     matplotlib.use("Agg")  # files only: no display needed
     import matplotlib.pyplot as plt
     runs = [(os.path.basename(os.path.normpath(w)), read_metrics(w)) for w in workdirs]

@@ -130,6 +130,8 @@ def _hub_file(repo_id: str, filename: str, required: bool = True) -> str | None:
 
 def fetch(repo_id: str) -> tuple[str, dict | None]:
     """Local paths of a hub repository's weights (safetensors preferred) and its config."""
+    from jaxvision.utils import require
+    require("huggingface_hub", "pretrained", f"downloading {repo_id!r} from the Hugging Face hub")
     from huggingface_hub.errors import EntryNotFoundError
     config_path = _hub_file(repo_id, "config.json", required=False)
     config = None

@@ -30,7 +30,7 @@ from jaxvision import evaluate as evaluation
 from jaxvision import losses, optim, run_identity, sharding
 from jaxvision.data import loader as loader_lib
 from jaxvision.data import pipeline
-from jaxvision.metrics_log import MetricWriter, truncate_metrics
+from jaxvision.metrics_log import MetricWriter, run_summary, truncate_metrics
 from jaxvision.preemption import PREEMPTED_EXIT_CODE, Preempted, SignalFlag, exit_now  # noqa: F401
 from jaxvision.registry import create_model, model_cfg
 from jaxvision.runlock import WorkdirBusy, WorkdirLock
@@ -193,7 +193,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
         run_identity.check_and_record(config, workdir, log=log,
                                       write=jax.process_index() == 0)
         signals.stop_before_training("while checking the workdir")
-        return _train(config, workdir, signals)
+        start = time.time()
+        result = _train(config, workdir, signals)
+        if jax.process_index() == 0:
+            log(run_summary(workdir, time.time() - start))
+        return result
     finally:
         signals.restore()
         if lock is not None:
@@ -337,10 +341,12 @@ def _train(config, workdir: str, preempt: SignalFlag) -> dict:
         log(f"Resumed from {ckpt.checkpoint_dir(workdir)}/{latest} "
             f"(data position {meta.get('data_position')})")
     else:
-        state = jax.jit(init_state, out_shardings=state_sh)()
         if config.init_from or config.pretrained:  # params + batch stats only: finetune.py
             from jaxvision import finetune
-            state = finetune.initialise(state, config, log)
+            source = finetune.check(config, model, (h, w, c), abstract)  # before compiling
+        state = jax.jit(init_state, out_shardings=state_sh)()
+        if config.init_from or config.pretrained:
+            state = finetune.initialise(state, config, log, source)
         if jax.process_index() == 0:
             from jaxvision.predict import class_names, write_classes  # for jaxvision.predict
             write_classes(workdir, class_names(config.dataset, data))
@@ -524,7 +530,8 @@ def cli(argv=None):
     from ml_collections import config_flags
 
     flags_ = flags.FLAGS
-    config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+    config_flags.DEFINE_config_file("config", None, "Experiment config: a name (mnist_cnn, "
+                                    "mnist_cnn:idx) or a file's path.", lock_config=True)
     flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and config.json.")
     flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host).")
     flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
@@ -556,7 +563,8 @@ def cli(argv=None):
             exit_now(1)
         log(json.dumps(result))
 
-    app.run(main, argv=argv)
+    from jaxvision.experiment_configs import resolve_command_line  # --config NAME
+    app.run(main, argv=resolve_command_line(argv))
 
 
 if __name__ == "__main__":

@@ -32,3 +32,17 @@ def absl_help_lists(module_flags, names):
     import sys
     for name in names:
         module_flags.register_key_flag_for_module(sys.argv[0], module_flags[name])
+
+
+class MissingExtra(ImportError):
+    """An optional package, installed with one of jaxvision's extras, is missing."""
+
+
+def require(module: str, extra: str, purpose: str):
+    """``import module``, or ``MissingExtra`` saying which extra of jaxvision installs it."""
+    import importlib
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise MissingExtra(f"{purpose} needs the {module.split('.')[0]} package, which is not "
+                           f"installed: pip install 'jaxvision[{extra}]'") from e

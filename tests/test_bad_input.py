@@ -2,6 +2,7 @@
 and leaves what an earlier run saved untouched."""
 import gzip
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 import jaxvision
-from jaxvision import train
+from jaxvision import finetune, train
 from jaxvision.checkpoint import CheckpointError
 from jaxvision.config import validate_keys
 from jaxvision.data.pipeline import validate_split
@@ -180,15 +181,26 @@ def test_bad_input_keeps_earlier_checkpoints(tmp_path):
 
 
 def test_restore_into_other_architecture_names_the_parameter(tmp_path, capsys):
+    capsys.readouterr()
     train.train_and_evaluate(tiny_config(num_train_steps=2), str(tmp_path / "a"))
+    # the run ends with one summary line, read back from its metrics.jsonl
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert re.fullmatch(r"Summary: 2 steps, train loss \d+\.\d{4}, eval accuracy \d+\.\d\d% "
+                        r"\(error \d+\.\d\d%; best \d+\.\d\d% at step 2\), [\d,]+ img/s "
+                        r"\(median\), wall \d:\d\d:\d\d; workdir " + re.escape(str(tmp_path / "a")),
+                        last), last
     # initialising another architecture from the checkpoint (fine-tuning: params and batch
-    # stats only) re-initialises the entries of another shape and names each of them
+    # stats only): only the classifier head may be re-initialised (another class count), so
+    # a hidden layer of another width is an error naming it and both shapes
     cfg = tiny_config(num_train_steps=4, init_from=str(tmp_path / "a"))
     cfg.model_kwargs.hidden = 24  # a different architecture than the checkpoint's
-    capsys.readouterr()
-    train.train_and_evaluate(cfg, str(tmp_path / "b"))
-    out = capsys.readouterr().out
-    assert "newly initialised" in out and "params/fc1/kernel" in out, out
+    with pytest.raises(finetune.FineTuneError, match="does not fit test_cnn") as e:
+        train.train_and_evaluate(cfg, str(tmp_path / "b"))
+    assert re.search(r"params/fc1/kernel: \(\d+, 24\) here, \(\d+, 16\) in the source",
+                     str(e.value)), e.value
+    assert "params/fc1/bias: (24,) here, (16,) in the source" in str(e.value)
+    assert not os.path.exists(tmp_path / "b" / "checkpoints" / "0")
+    assert not capsys.readouterr().out.count("Initialised from")
     # resuming with it is refused earlier: the architecture is part of the run's identity
     cfg = tiny_config(num_train_steps=4)
     cfg.model_kwargs.hidden = 24

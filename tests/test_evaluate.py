@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from jaxvision import evaluate, sharding, train
+from jaxvision.config import default_config
 from jaxvision.data.pipeline import load_datasets
 from jaxvision.registry import model_cfg
 from tests.helpers import tiny_config
@@ -104,3 +105,22 @@ def test_ten_crop_on_a_size_dependent_model_fails_before_compiling():
         evaluate._check_views_fit(predict, variables, split, "mnist_cnn", "ten_crop")
     ok = evaluate.make_predict(model, mean, std, jnp.float32, "flip")
     evaluate._check_views_fit(ok, variables, split, "mnist_cnn", "flip")
+
+
+def test_evaluate_a_run_on_another_split(two_runs):
+    """``python -m jaxvision.evaluate --workdir W --config.dataset.eval_split=train_full``:
+    the run's saved dataset config with the given keys changed."""
+    argv = ["evaluate", "--workdir", two_runs[0], "--config.dataset.eval_split=train_full"]
+    keys = evaluate.dataset_overrides(argv)
+    assert keys == ["eval_split"]
+    parsed = default_config()
+    parsed.dataset.eval_split = "train_full"  # what the --config flag parses
+    saved = evaluate.run_config(two_runs[0]).dataset
+    ds = evaluate.with_dataset(saved, keys, parsed.dataset)
+    assert ds.eval_split == "train_full" and saved.eval_split == "validation"
+    assert ds.train_size == saved.train_size == 256  # the other keys are the run's
+    out = evaluate.ensemble([two_runs[0]], dataset=ds)
+    assert out["count"] == 5000  # all bundled digits, not the 1,000 held out
+    with pytest.raises(ValueError, match=r"--config.model: evaluation can change only "
+                                         r"config.dataset keys"):
+        evaluate.dataset_overrides(["evaluate", "--config.model=test_cnn"])

@@ -224,7 +224,8 @@ def cli(argv=None):
     from absl import app, flags
     from ml_collections import config_flags
 
-    config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+    config_flags.DEFINE_config_file("config", None, "Experiment config: a name (mnist_cnn, "
+                                    "mnist_cnn:idx) or a file's path.", lock_config=True)
     flags.DEFINE_integer("workers", 2, "Worker processes on both sides.")
     flags.DEFINE_enum("split", "train", ["train", "eval"], "Which transform to time.")
     flags.DEFINE_enum("compare", "", ["", "torch"], "Also time torchvision's DataLoader.")
@@ -233,7 +234,8 @@ def cli(argv=None):
     flags.DEFINE_integer("rounds", 2, "Alternating rounds; each side's best is reported.")
     flags.DEFINE_string("results", RESULTS, "CSV to write the row to ('' : none).")
     flags.mark_flags_as_required(["config"])
-    app.run(main, argv=argv)
+    from jaxvision.experiment_configs import resolve_command_line  # --config NAME
+    app.run(main, argv=resolve_command_line(argv))
 
 
 if __name__ == "__main__":

@@ -32,7 +32,8 @@ def _open_source(src: str, kind: str, data_dir: str | None):
         splits = records.load_records(src)
         classes = records.read_meta(src)["classes"]
     elif kind == "tfds":
-        import tensorflow_datasets as tfds
+        from jaxvision.utils import require
+        tfds = require("tensorflow_datasets", "tfds", "--source tfds")
 
         from jaxvision.data.sources import load_tfds
         info = tfds.builder(src, data_dir=data_dir).info

@@ -287,8 +287,8 @@ def load_tfds(name: str, data_dir: str | None = None, splits: Sequence[str] = ("
     Splits that fit in ``max_in_memory_bytes`` and have a fixed image shape are loaded into
     memory; others stream.  Needs the dataset prepared in ``data_dir`` (array_record format).
     """
-    import tensorflow_datasets as tfds
-
+    from jaxvision.utils import require
+    tfds = require("tensorflow_datasets", "tfds", f"tfds dataset {name!r}")
     try:
         builder = tfds.builder(name, data_dir=data_dir)
         info = builder.info
