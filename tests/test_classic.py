@@ -26,7 +26,7 @@ import jaxvision
 from jaxvision.layers.activations import PReLU, create_act
 from jaxvision.layers.lrn import LocalResponseNorm, local_response_norm
 from jaxvision.layers.maxnorm import max_norm, project_max_norm
-from jaxvision.models import _pooling as P
+from jaxvision.layers import pooling as P
 from jaxvision.models.googlenet import INCEPTION_TABLE, MODULE_NAMES
 from jaxvision.models.mcdnn import (Committee, committee_predict, identity, normalize_width,
                                     pad_to, width_normalizer)
@@ -593,7 +593,7 @@ def test_max_pool_gradient_goes_to_the_first_maximum_like_select_and_scatter(sha
     """max_pool's tap-by-tap gradient equals JAX's own (select_and_scatter) gradient,
     ties included (integer-valued inputs tie often)."""
     from jaxvision.layers.conv import tuple2
-    from jaxvision.models._pooling import _pads, _reduce_max, max_pool
+    from jaxvision.layers.pooling import _pads, _reduce_max, max_pool
 
     def native(x):
         window, stride, padding, ceil_mode = args

@@ -23,7 +23,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxvision.layers.conv import Conv, pad
-from jaxvision.models._pooling import avg_pool, max_pool
+from jaxvision.layers.pooling import avg_pool, max_pool
 from jaxvision.registry import CIFAR10_MEAN, CIFAR10_STD, register_model
 
 _STEMS = ("", "deep", "cifar")

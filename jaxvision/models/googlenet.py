@@ -33,7 +33,7 @@ import optax
 
 from jaxvision.layers import Conv, pad
 from jaxvision.layers.lrn import LocalResponseNorm
-from jaxvision.models._pooling import adaptive_avg_pool, avg_pool, global_avg_pool, max_pool
+from jaxvision.layers.pooling import adaptive_avg_pool, avg_pool, global_avg_pool, max_pool
 from jaxvision.registry import IMAGENET_MEAN, IMAGENET_STD, register_model
 
 # Table 1: (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj) for 3a, 3b, 4a-4e, 5a, 5b.

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxvision.layers.conv import Conv, pad
-from jaxvision.models._pooling import max_pool
+from jaxvision.layers.pooling import max_pool
 from jaxvision.registry import CIFAR10_MEAN, CIFAR10_STD, MNIST_MEAN, MNIST_STD, register_model
 
 

@@ -25,7 +25,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxvision.layers import Conv
-from jaxvision.models._pooling import global_avg_pool, max_pool
+from jaxvision.layers.pooling import global_avg_pool, max_pool
 from jaxvision.models.inception_v3 import ConvBN, Mixed, scaled
 from jaxvision.registry import INCEPTION_MEAN, INCEPTION_STD, register_model
 

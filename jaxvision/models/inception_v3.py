@@ -18,7 +18,7 @@ import optax
 
 from jaxvision.layers import Conv
 from jaxvision.layers.conv import tuple2
-from jaxvision.models._pooling import adaptive_avg_pool, avg_pool, global_avg_pool, max_pool
+from jaxvision.layers.pooling import adaptive_avg_pool, avg_pool, global_avg_pool, max_pool
 from jaxvision.registry import (IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCEPTION_STD,
                                 register_model)
 

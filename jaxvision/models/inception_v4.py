@@ -13,7 +13,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxvision.models._pooling import avg_pool, global_avg_pool, max_pool
+from jaxvision.layers.pooling import avg_pool, global_avg_pool, max_pool
 from jaxvision.models.inception_v3 import ConvBN, Mixed, scaled
 from jaxvision.registry import INCEPTION_MEAN, INCEPTION_STD, register_model
 

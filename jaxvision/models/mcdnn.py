@@ -25,7 +25,7 @@ from jax.scipy.ndimage import map_coordinates
 
 from jaxvision.layers import Conv
 from jaxvision.layers.activations import create_act
-from jaxvision.models._pooling import max_pool
+from jaxvision.layers.pooling import max_pool
 from jaxvision.registry import MNIST_MEAN, MNIST_STD, register_model
 
 

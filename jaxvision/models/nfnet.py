@@ -32,8 +32,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxvision.layers.conv import Conv
+from jaxvision.layers.pooling import avg_pool, max_pool
 from jaxvision.layers.std_conv import ScaledStdConv
-from jaxvision.models._pooling import max_pool
 from jaxvision.registry import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -88,18 +88,6 @@ def drop_path(module: nn.Module, x: jnp.ndarray, rate: float, deterministic: boo
     return jnp.where(mask, x / keep, jnp.zeros_like(x))
 
 
-def avg_pool_ceil(x: jnp.ndarray, stride: int) -> jnp.ndarray:
-    """2x2 average pool with ``ceil_mode=True, count_include_pad=False`` (torch semantics):
-    a trailing odd row/column forms its own window averaged over the pixels it has."""
-    def extra(n):  # torch: out = ceil((n - 2) / stride) + 1 windows, the last one clipped
-        out = -(-(n - 2) // stride) + 1
-        return (out - 1) * stride + 2 - n
-
-    ph, pw = extra(x.shape[1]), extra(x.shape[2])
-    return nn.avg_pool(x, (2, 2), (stride, stride), padding=((0, ph), (0, pw)),
-                       count_include_pad=False)
-
-
 class SqueezeExcite(nn.Module):
     """Squeeze-and-Excitation gate (Hu et al., 2018) with 1x1 convs, as timm's ``SEModule``."""
 
@@ -152,7 +140,8 @@ class NormFreeBlock(nn.Module):
         out = act(x) * self.beta
         shortcut = x
         if self.downsample:
-            s = avg_pool_ceil(out, self.stride) if self.stride > 1 else out
+            s = (avg_pool(out, 2, self.stride, ceil_mode=True, count_include_pad=False)
+                 if self.stride > 1 else out)
             shortcut = conv(self.out_features, 1, padding=pad(1), name="downsample_conv")(s)
 
         out = conv(self.mid_features, 1, padding=pad(1), name="conv1")(out)

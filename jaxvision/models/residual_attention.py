@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvision.layers.conv import Conv, pad
-from jaxvision.models._pooling import max_pool
+from jaxvision.layers.pooling import max_pool
 from jaxvision.registry import CIFAR10_MEAN, CIFAR10_STD, register_model
 
 

@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxvision.layers.conv import Conv, pad
+from jaxvision.layers.pooling import avg_pool, max_pool
 from jaxvision.layers.split_attn import SplitAttn
-from jaxvision.models._pooling import avg_pool, max_pool
 from jaxvision.registry import register_model
 
 

@@ -22,8 +22,8 @@ import jax.numpy as jnp
 from jaxvision.layers.attention import make_divisible
 from jaxvision.layers.conv import Conv, he_normal_fan_out, pad
 from jaxvision.layers.drop import DropPath, linear_drop_path_rates
-from jaxvision.models._pooling import max_pool
-from jaxvision.models.resnet import avg_pool_ceil, get_padding
+from jaxvision.layers.pooling import avg_pool, max_pool
+from jaxvision.models.resnet import get_padding
 from jaxvision.registry import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -66,7 +66,8 @@ class PreActBlock(nn.Module):
         shortcut = x
         if self.project:
             if self.avg_down:
-                v = avg_pool_ceil(x_preact, 2, s) if s > 1 else x_preact
+                v = (avg_pool(x_preact, 2, s, ceil_mode=True, count_include_pad=False) if s > 1
+                     else x_preact)
                 shortcut = conv(self.out_chs, (1, 1), name="downsample_conv")(v)
             else:
                 shortcut = conv(self.out_chs, (1, 1), strides=(s, s),

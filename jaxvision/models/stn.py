@@ -20,8 +20,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxvision.layers import Conv, pad
+from jaxvision.layers.pooling import max_pool
 from jaxvision.layers.spatial_transformer import SpatialTransformer
-from jaxvision.models._pooling import max_pool
 from jaxvision.registry import register_model
 
 

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from jaxvision.layers import Conv, pad
 from jaxvision.layers.activations import create_act
 from jaxvision.layers.lrn import LocalResponseNorm
-from jaxvision.models._pooling import adaptive_avg_pool, max_pool
+from jaxvision.layers.pooling import adaptive_avg_pool, max_pool
 from jaxvision.registry import IMAGENET_MEAN, IMAGENET_STD, register_model
 
 # An int is a 3x3 conv with that many channels, 'M' a 2x2 max-pool, 'L' an LRN layer,
