@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxvision.layers.conv import Conv, pad
+from jaxvision.layers.drop import module_drop_path
 from jaxvision.registry import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -36,16 +37,6 @@ _ACTIVATIONS: dict[str, Callable] = {
 
 # timm's trunc_normal_(std=.02) truncates at +-2 absolute, i.e. +-100 std: a plain normal.
 _init = nn.initializers.normal(0.02)
-
-
-def drop_path(module: nn.Module, x: jnp.ndarray, rate: float, deterministic: bool):
-    """Stochastic depth (Huang et al., 2016): drop whole residual branches per sample,
-    rescaling survivors by 1/keep so the expectation is unchanged."""
-    if deterministic or rate == 0.0:
-        return x
-    keep = 1.0 - rate
-    mask = jax.random.bernoulli(module.make_rng("dropout"), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
-    return jnp.where(mask, x / keep, jnp.zeros_like(x))
 
 
 class ConvNeXtBlock(nn.Module):
@@ -73,7 +64,7 @@ class ConvNeXtBlock(nn.Module):
         y = dense(c, name="mlp_fc2")(self.act(y))
         if self.ls_init_value is not None:
             y = y * self.param("gamma", nn.initializers.constant(self.ls_init_value), (c,))
-        return x + drop_path(self, y, self.drop_path_rate, deterministic=not train)
+        return x + module_drop_path(self, y, self.drop_path_rate, deterministic=not train)
 
 
 class ConvNeXt(nn.Module):

@@ -16,8 +16,9 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxvision.layers.attention_vit import Mlp, _DropPath
+from jaxvision.layers.attention_vit import Mlp
 from jaxvision.layers.conv import Conv, tuple2
+from jaxvision.layers.drop import DropPath
 from jaxvision.registry import INCEPTION_MEAN, INCEPTION_STD, register_model
 
 # The paper's code (and timm's Mixer init) uses Xavier-uniform dense kernels.  timm also
@@ -46,7 +47,8 @@ class MixerBlock(nn.Module):
         mlp = lambda hidden, out, name: Mlp(  # noqa: E731
             hidden, out, dropout_rate=self.dropout_rate, kernel_init=xavier,
             bias_init=nn.initializers.normal(1e-6), dtype=self.dtype, name=name)
-        drop_path = _DropPath(self.drop_path_rate)
+        # The scope name decides the 'dropout' masks drawn: kept so seeded runs reproduce.
+        drop_path = DropPath(self.drop_path_rate, name="_DropPath_0")
 
         y = norm("norm1")(x).swapaxes(1, 2)  # (B, C, S): mix along the patch axis
         y = mlp(tokens_dim, seq_len, "mlp_tokens")(y, train=train).swapaxes(1, 2)

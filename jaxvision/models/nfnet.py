@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxvision.layers.conv import Conv
+from jaxvision.layers.drop import module_drop_path
 from jaxvision.layers.pooling import avg_pool, max_pool
 from jaxvision.layers.std_conv import ScaledStdConv
 from jaxvision.registry import (
@@ -76,16 +77,6 @@ def torch_padding(kernel_size: int, stride: int = 1, dilation: int = 1):
     """Symmetric padding timm gives a conv with ``padding=None``."""
     p = ((stride - 1) + dilation * (kernel_size - 1)) // 2
     return ((p, p), (p, p))
-
-
-def drop_path(module: nn.Module, x: jnp.ndarray, rate: float, deterministic: bool):
-    """Stochastic depth (Huang et al., 2016): drop whole residual branches per sample,
-    rescaling survivors by 1/keep so the expectation is unchanged."""
-    if deterministic or rate == 0.0:
-        return x
-    keep = 1.0 - rate
-    mask = jax.random.bernoulli(module.make_rng("dropout"), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
-    return jnp.where(mask, x / keep, jnp.zeros_like(x))
 
 
 class SqueezeExcite(nn.Module):
@@ -157,7 +148,7 @@ class NormFreeBlock(nn.Module):
         if self.se_features:
             out = self.attn_gain * SqueezeExcite(self.se_features, dtype=self.dtype,
                                                  name="attn_last")(out)
-        out = drop_path(self, out, self.drop_path_rate, deterministic=not train)
+        out = module_drop_path(self, out, self.drop_path_rate, deterministic=not train)
         if self.skipinit:
             init = nn.initializers.zeros if self.zero_init_last else nn.initializers.ones
             out = out * self.param("skipinit_gain", init, ())

@@ -16,22 +16,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from jaxvision.layers.conv import Conv, pad
+from jaxvision.layers.drop import module_drop_path
 from jaxvision.layers.pooling import avg_pool, max_pool
 from jaxvision.layers.split_attn import SplitAttn
 from jaxvision.registry import register_model
-
-
-def _drop_path(module: nn.Module, x, rate: float, train: bool):
-    """Stochastic depth (Huang et al., 2016): drop a whole residual branch per sample."""
-    if not train or rate == 0.0:
-        return x
-    keep = 1.0 - rate
-    mask = jax.random.bernoulli(module.make_rng("dropout"), keep, (x.shape[0], 1, 1, 1))
-    return jnp.where(mask, x / keep, jnp.zeros_like(x))
 
 
 class ResNestBottleneck(nn.Module):
@@ -92,7 +83,7 @@ class ResNestBottleneck(nn.Module):
                 shortcut = avg_pool(x, 2, self.strides, ceil_mode=True, count_include_pad=False)
             shortcut = conv(out_ch, 1, "downsample_conv")(shortcut)
             shortcut = norm("downsample_bn")(shortcut)
-        out = _drop_path(self, out, self.drop_path_rate, train)
+        out = module_drop_path(self, out, self.drop_path_rate, deterministic=not train)
         return nn.relu(out + shortcut)
 
 

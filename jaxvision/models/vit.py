@@ -25,10 +25,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvision.layers.attention_vit import Attention, Mlp, _DropPath, dense_init
+from jaxvision.layers.attention_vit import Attention, Mlp, dense_init
 from jaxvision.layers.conv import Conv, tuple2
 from jaxvision.registry import (IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCEPTION_STD,
                                 register_model)
+from jaxvision.layers.drop import DropPath
 
 POOL_TYPES = ("token", "avg", "max", "avgmax")
 
@@ -115,7 +116,8 @@ class EncoderBlock(nn.Module):
     def __call__(self, x, *, train: bool = False):
         dim = x.shape[-1]
         norm = lambda name: nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name=name)  # noqa: E731
-        drop_path = _DropPath(self.drop_path_rate)
+        # The scope name decides the 'dropout' masks drawn: kept so seeded runs reproduce.
+        drop_path = DropPath(self.drop_path_rate, name="_DropPath_0")
         y = Attention(self.num_heads, qkv_bias=self.qkv_bias,
                       attn_dropout_rate=self.attn_dropout_rate,
                       proj_dropout_rate=self.proj_dropout_rate, dtype=self.dtype,
