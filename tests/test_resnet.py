@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 import jaxvision
-from jaxvision.layers.attention import CBAM, SqueezeExcite, make_divisible
+from jaxvision.layers.attention import CBAM, SqueezeExcite
 from jaxvision.layers.drop import DropPath, drop_path, linear_drop_path_rates
+from jaxvision.layers.helpers import make_divisible
 from jaxvision.layers.pooling import avg_pool
 from jaxvision.models.resnet import BasicBlock, ResNet
 from jaxvision.models.wide_resnet import WideResNet

@@ -1,8 +1,9 @@
 """Reusable building blocks shared by the model families."""
 from jaxvision.layers.activations import PReLU
-from jaxvision.layers.attention import CBAM, SqueezeExcite, make_divisible
+from jaxvision.layers.attention import CBAM, SqueezeExcite
 from jaxvision.layers.conv import Conv, conv_general_dilated, he_normal, he_normal_fan_out, pad
 from jaxvision.layers.drop import DropPath, drop_path
+from jaxvision.layers.helpers import make_divisible
 from jaxvision.layers.lrn import LocalResponseNorm, local_response_norm
 from jaxvision.layers.pooling import adaptive_avg_pool, avg_pool, global_avg_pool, max_pool
 from jaxvision.layers.spatial_transformer import SpatialTransformer, affine_grid, grid_sample

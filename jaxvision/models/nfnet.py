@@ -33,6 +33,7 @@ import jax.numpy as jnp
 
 from jaxvision.layers.conv import Conv
 from jaxvision.layers.drop import module_drop_path
+from jaxvision.layers.helpers import make_divisible
 from jaxvision.layers.pooling import avg_pool, max_pool
 from jaxvision.layers.std_conv import ScaledStdConv
 from jaxvision.registry import (
@@ -61,16 +62,6 @@ _ACTIVATIONS: dict[str, Callable] = {
 
 _STEM_TYPES = ("", "7x7", "3x3", "7x7_pool", "3x3_pool", "deep", "deep_tiered", "deep_quad",
                "deep_pool")
-
-
-def make_divisible(v: float, divisor: int = 8, min_value: int | None = None,
-                   round_limit: float = 0.9) -> int:
-    """Round a channel count to a multiple of ``divisor`` (timm's rule, so widths match)."""
-    min_value = min_value or divisor
-    new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)
-    if new_v < round_limit * v:
-        new_v += divisor
-    return new_v
 
 
 def torch_padding(kernel_size: int, stride: int = 1, dilation: int = 1):

@@ -19,9 +19,9 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxvision.layers.attention import make_divisible
 from jaxvision.layers.conv import Conv, he_normal_fan_out, pad
 from jaxvision.layers.drop import DropPath, linear_drop_path_rates
+from jaxvision.layers.helpers import make_divisible
 from jaxvision.layers.pooling import avg_pool, max_pool
 from jaxvision.models.resnet import get_padding
 from jaxvision.registry import (
