@@ -31,7 +31,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxvision.layers.conv import Conv
+from jaxvision.layers.attention import SqueezeExcite
 from jaxvision.layers.drop import module_drop_path
 from jaxvision.layers.helpers import make_divisible
 from jaxvision.layers.pooling import avg_pool, max_pool
@@ -68,22 +68,6 @@ def torch_padding(kernel_size: int, stride: int = 1, dilation: int = 1):
     """Symmetric padding timm gives a conv with ``padding=None``."""
     p = ((stride - 1) + dilation * (kernel_size - 1)) // 2
     return ((p, p), (p, p))
-
-
-class SqueezeExcite(nn.Module):
-    """Squeeze-and-Excitation gate (Hu et al., 2018) with 1x1 convs, as timm's ``SEModule``."""
-
-    rd_features: int
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x):
-        c = x.shape[-1]
-        s = jnp.mean(x, axis=(1, 2), keepdims=True)  # (B, 1, 1, C)
-        s = Conv(self.rd_features, (1, 1), dtype=self.dtype, name="fc1")(s)
-        s = nn.relu(s)
-        s = Conv(c, (1, 1), dtype=self.dtype, name="fc2")(s)
-        return x * nn.sigmoid(s)
 
 
 class NormFreeBlock(nn.Module):
@@ -137,8 +121,8 @@ class NormFreeBlock(nn.Module):
         last_gain = 1.0 if (self.skipinit or not self.zero_init_last) else 0.0
         out = conv(self.out_features, 1, padding=pad(1), gain_init=last_gain, name="conv3")(act(out))
         if self.se_features:
-            out = self.attn_gain * SqueezeExcite(self.se_features, dtype=self.dtype,
-                                                 name="attn_last")(out)
+            out = self.attn_gain * SqueezeExcite(
+                rd_channels=self.se_features, dtype=self.dtype, name="attn_last")(out)
         out = module_drop_path(self, out, self.drop_path_rate, deterministic=not train)
         if self.skipinit:
             init = nn.initializers.zeros if self.zero_init_last else nn.initializers.ones
