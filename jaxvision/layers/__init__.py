@@ -2,6 +2,7 @@
 from jaxvision.layers.activations import PReLU
 from jaxvision.layers.attention import CBAM, SqueezeExcite
 from jaxvision.layers.conv import Conv, conv_general_dilated, he_normal, he_normal_fan_out, pad
+from jaxvision.layers.conv_bn import ConvBN
 from jaxvision.layers.drop import DropPath, drop_path
 from jaxvision.layers.helpers import make_divisible
 from jaxvision.layers.lrn import LocalResponseNorm, local_response_norm
@@ -9,7 +10,7 @@ from jaxvision.layers.pooling import adaptive_avg_pool, avg_pool, global_avg_poo
 from jaxvision.layers.spatial_transformer import SpatialTransformer, affine_grid, grid_sample
 from jaxvision.layers.std_conv import ScaledStdConv
 
-__all__ = ["CBAM", "Conv", "DropPath", "LocalResponseNorm", "PReLU", "ScaledStdConv",
+__all__ = ["CBAM", "Conv", "ConvBN", "DropPath", "LocalResponseNorm", "PReLU", "ScaledStdConv",
            "SpatialTransformer", "SqueezeExcite", "adaptive_avg_pool", "affine_grid", "avg_pool",
            "conv_general_dilated", "drop_path", "global_avg_pool", "grid_sample", "he_normal",
            "he_normal_fan_out", "local_response_norm", "make_divisible", "max_pool", "pad"]

@@ -16,37 +16,10 @@ import flax.linen as nn
 import jax.numpy as jnp
 import optax
 
-from jaxvision.layers import Conv
-from jaxvision.layers.conv import tuple2
+from jaxvision.layers.conv_bn import ConvBN
 from jaxvision.layers.pooling import adaptive_avg_pool, avg_pool, global_avg_pool, max_pool
 from jaxvision.registry import (IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCEPTION_STD,
                                 register_model)
-
-IntOr2 = Union[int, tuple]
-
-
-class ConvBN(nn.Module):
-    """Conv (no bias) -> BatchNorm -> ReLU, submodules ``conv`` and ``bn`` as timm's
-    ``ConvNormAct``.  ``padding``: int or (ph, pw), symmetric, as torch."""
-
-    features: int
-    kernel: IntOr2 = 1
-    stride: int = 1
-    padding: IntOr2 = 0
-    eps: float = 1e-3
-    act: bool = True
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        ph, pw = tuple2(self.padding)
-        x = Conv(self.features, tuple2(self.kernel), strides=tuple2(self.stride),
-                 padding=((ph, ph), (pw, pw)), use_bias=False, dtype=self.dtype,
-                 name="conv")(x)
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=self.eps,
-                         dtype=self.dtype, name="bn")(x)
-        return nn.relu(x) if self.act else x
-
 
 # A branch is a sequence of ops: (channels, kernel, stride, padding) for a ConvBN, or the
 # strings 'max' (3x3/2 max-pool), 'maxs1' (3x3/1 pad 1 max-pool), 'avg' (3x3/1 pad 1
@@ -350,4 +323,4 @@ def test_inception_v3(**kwargs):
     return InceptionV3(**dict(dict(num_classes=10, width_mult=1 / 32), **kwargs))
 
 
-__all__ = ["BNInception", "ConvBN", "InceptionV3", "Mixed", "scaled", "soft_ce"]
+__all__ = ["BNInception", "InceptionV3", "Mixed", "scaled", "soft_ce"]

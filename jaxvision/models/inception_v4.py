@@ -13,8 +13,9 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxvision.layers.conv_bn import ConvBN
 from jaxvision.layers.pooling import avg_pool, global_avg_pool, max_pool
-from jaxvision.models.inception_v3 import ConvBN, Mixed, scaled
+from jaxvision.models.inception_v3 import Mixed, scaled
 from jaxvision.registry import INCEPTION_MEAN, INCEPTION_STD, register_model
 
 C = lambda c, k=1, s=1, p=0: (c, k, s, p)  # noqa: E731  (a ConvBN in a branch spec)
