@@ -20,6 +20,7 @@ import jax.numpy as jnp
 
 from jaxvision.layers.conv import Conv, pad
 from jaxvision.layers.drop import module_drop_path
+from jaxvision.layers.head import classifier_head
 from jaxvision.registry import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -129,13 +130,11 @@ class ConvNeXt(nn.Module):
 
         x = jnp.mean(x, axis=(1, 2))
         x = ln(name="head_norm")(x)
-        if not self.num_classes:
-            return x
-        x = nn.Dropout(self.drop_rate, deterministic=not train)(x)
         scale = self.head_init_scale
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="head_fc",
-                        kernel_init=lambda *a: _init(*a) * scale,
-                        bias_init=nn.initializers.zeros)(x)
+        return classifier_head(x, self.num_classes, name="head_fc", train=train,
+                               drop_rate=self.drop_rate, dtype=self.dtype,
+                               kernel_init=lambda *a: _init(*a) * scale,
+                               bias_init=nn.initializers.zeros)
 
 
 @register_model(crop_pct=0.95, mean=IMAGENET_MEAN, std=IMAGENET_STD)

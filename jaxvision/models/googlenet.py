@@ -32,8 +32,9 @@ import jax.numpy as jnp
 import optax
 
 from jaxvision.layers.conv_bn import ConvBN
+from jaxvision.layers.head import classifier_head
 from jaxvision.layers.lrn import LocalResponseNorm
-from jaxvision.layers.pooling import adaptive_avg_pool, avg_pool, global_avg_pool, max_pool
+from jaxvision.layers.pooling import adaptive_avg_pool, avg_pool, max_pool
 from jaxvision.registry import IMAGENET_MEAN, IMAGENET_STD, register_model
 
 # Table 1: (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj) for 3a, 3b, 4a-4e, 5a, 5b.
@@ -145,11 +146,8 @@ class GoogLeNet(nn.Module):
                     self.sow("losses", f"{aux_name}_loss",
                              self.aux_weight * _soft_ce(aux, targets))
 
-        x = global_avg_pool(x)
-        if self.num_classes == 0:
-            return x
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)
+        return classifier_head(x, self.num_classes, name="fc", train=train,
+                               drop_rate=self.dropout_rate, pool=True, dtype=self.dtype)
 
 
 @register_model(input_size=(224, 224, 3), num_classes=1000, mean=IMAGENET_MEAN,

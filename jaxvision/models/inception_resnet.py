@@ -26,7 +26,8 @@ import jax.numpy as jnp
 
 from jaxvision.layers import Conv
 from jaxvision.layers.conv_bn import ConvBN
-from jaxvision.layers.pooling import global_avg_pool, max_pool
+from jaxvision.layers.head import classifier_head
+from jaxvision.layers.pooling import max_pool
 from jaxvision.models.inception_v3 import Mixed, scaled
 from jaxvision.registry import INCEPTION_MEAN, INCEPTION_STD, register_model
 
@@ -120,11 +121,8 @@ class InceptionResNetV2(nn.Module):
             x = ResidualInception(V2_BLOCK8, 0.20, **kw, name=f"repeat_2_{j}")(x, train)
         x = ResidualInception(V2_BLOCK8, 1.0, relu=False, **kw, name="block8")(x, train)
         x = cbn(1536, 1, name="conv2d_7b")(x, train)
-        x = global_avg_pool(x)
-        if self.num_classes == 0:
-            return x
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="classif")(x)
+        return classifier_head(x, self.num_classes, name="classif", train=train,
+                               drop_rate=self.dropout_rate, pool=True, dtype=self.dtype)
 
 
 class InceptionResNetV1(nn.Module):
@@ -162,11 +160,8 @@ class InceptionResNetV1(nn.Module):
         for j in range(self.repeats[2] - 1):
             x = ResidualInception(V1_BLOCK8, 0.20, **kw, name=f"repeat_2_{j}")(x, train)
         x = ResidualInception(V1_BLOCK8, 1.0, relu=False, **kw, name="block8")(x, train)
-        x = global_avg_pool(x)
-        if self.num_classes == 0:
-            return x
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="classif")(x)
+        return classifier_head(x, self.num_classes, name="classif", train=train,
+                               drop_rate=self.dropout_rate, pool=True, dtype=self.dtype)
 
 
 _CFG = dict(input_size=(299, 299, 3), num_classes=1000, mean=INCEPTION_MEAN, std=INCEPTION_STD)

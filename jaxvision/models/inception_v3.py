@@ -17,9 +17,15 @@ import jax.numpy as jnp
 import optax
 
 from jaxvision.layers.conv_bn import ConvBN
+from jaxvision.layers.head import classifier_head
 from jaxvision.layers.pooling import adaptive_avg_pool, avg_pool, global_avg_pool, max_pool
-from jaxvision.registry import (IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCEPTION_STD,
-                                register_model)
+from jaxvision.registry import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    INCEPTION_MEAN,
+    INCEPTION_STD,
+    register_model,
+)
 
 # A branch is a sequence of ops: (channels, kernel, stride, padding) for a ConvBN, or the
 # strings 'max' (3x3/2 max-pool), 'maxs1' (3x3/1 pad 1 max-pool), 'avg' (3x3/1 pad 1
@@ -118,11 +124,8 @@ class InceptionV3(nn.Module):
         x = InceptionD(**kw, name="Mixed_7a")(x, train)
         x = InceptionE(**kw, name="Mixed_7b")(x, train)
         x = InceptionE(**kw, name="Mixed_7c")(x, train)
-        x = global_avg_pool(x)
-        if self.num_classes == 0:
-            return x
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)
+        return classifier_head(x, self.num_classes, name="fc", train=train,
+                               drop_rate=self.dropout_rate, pool=True, dtype=self.dtype)
 
 
 class _V3Block(nn.Module):
@@ -297,11 +300,8 @@ class BNInception(nn.Module):
                             ["avg" if pool == "avg" else "maxs1", (pp, 1, 1, 0)])
                 x = Mixed(branches, avg_include_pad=True, name=f"inception{name}",
                           **kw)(x, train)
-        x = global_avg_pool(x)
-        if self.num_classes == 0:
-            return x
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)
+        return classifier_head(x, self.num_classes, name="fc", train=train,
+                               drop_rate=self.dropout_rate, pool=True, dtype=self.dtype)
 
 
 @register_model(input_size=(299, 299, 3), num_classes=1000, mean=INCEPTION_MEAN,

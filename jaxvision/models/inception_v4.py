@@ -14,7 +14,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxvision.layers.conv_bn import ConvBN
-from jaxvision.layers.pooling import avg_pool, global_avg_pool, max_pool
+from jaxvision.layers.head import classifier_head
+from jaxvision.layers.pooling import avg_pool, max_pool
 from jaxvision.models.inception_v3 import Mixed, scaled
 from jaxvision.registry import INCEPTION_MEAN, INCEPTION_STD, register_model
 
@@ -113,11 +114,8 @@ class InceptionV4(nn.Module):
         for _ in range(self.repeats[2]):
             x = InceptionV4C(**kw, name=f"features_{i}")(x, train)
             i += 1
-        x = global_avg_pool(x)
-        if self.num_classes == 0:
-            return x
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="last_linear")(x)
+        return classifier_head(x, self.num_classes, name="last_linear", train=train,
+                               drop_rate=self.dropout_rate, pool=True, dtype=self.dtype)
 
 
 @register_model(input_size=(299, 299, 3), num_classes=1000, mean=INCEPTION_MEAN,

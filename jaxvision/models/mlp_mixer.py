@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from jaxvision.layers.attention_vit import Mlp
 from jaxvision.layers.conv import Conv, tuple2
 from jaxvision.layers.drop import DropPath
+from jaxvision.layers.head import classifier_head
 from jaxvision.registry import INCEPTION_MEAN, INCEPTION_STD, register_model
 
 # The paper's code (and timm's Mixer init) uses Xavier-uniform dense kernels.  timm also
@@ -110,10 +111,8 @@ class MlpMixer(nn.Module):
         x = norm("norm")(x)
         if self.global_pool == "avg":
             x = x.mean(axis=1)
-        if self.num_classes == 0:
-            return x
-        x = nn.Dropout(self.drop_rate, deterministic=not train)(x)
-        return nn.Dense(self.num_classes, kernel_init=xavier, dtype=self.dtype, name="head")(x)
+        return classifier_head(x, self.num_classes, name="head", train=train,
+                               drop_rate=self.drop_rate, dtype=self.dtype, kernel_init=xavier)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 
 from jaxvision.layers.attention import SqueezeExcite
 from jaxvision.layers.drop import module_drop_path
+from jaxvision.layers.head import classifier_head
 from jaxvision.layers.helpers import make_divisible
 from jaxvision.layers.pooling import avg_pool, max_pool
 from jaxvision.layers.std_conv import ScaledStdConv
@@ -250,12 +251,9 @@ class NormFreeNet(nn.Module):
         x = act(x)
 
         # -- head ----------------------------------------------------------------------
-        x = jnp.mean(x, axis=(1, 2))
-        if not self.num_classes:
-            return x
-        x = nn.Dropout(self.drop_rate, deterministic=not train)(x)
-        return nn.Dense(self.num_classes, dtype=self.dtype,
-                        kernel_init=nn.initializers.normal(0.01), name="head_fc")(x)
+        return classifier_head(x, self.num_classes, name="head_fc", train=train,
+                               drop_rate=self.drop_rate, pool=True, dtype=self.dtype,
+                               kernel_init=nn.initializers.normal(0.01))
 
 
 # -- variants -------------------------------------------------------------------------------

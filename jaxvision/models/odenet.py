@@ -33,6 +33,7 @@ import jax.numpy as jnp
 
 from jaxvision.layers import Conv, pad
 from jaxvision.layers.conv_impl import loop_body
+from jaxvision.layers.head import classifier_head
 from jaxvision.registry import register_model
 
 SOLVERS = ("dopri5", "rk4")
@@ -250,10 +251,7 @@ class ODENet(nn.Module):
         else:
             raise ValueError(f"ODENet block must be 'ode' or 'res', got {self.block!r}")
         x = nn.relu(_norm(w, self.norm_groups, self.dtype, "head_norm")(x))
-        x = jnp.mean(x, axis=(1, 2))
-        if self.num_classes == 0:
-            return x
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)
+        return classifier_head(x, self.num_classes, name="fc", pool=True, dtype=self.dtype)
 
 
 _MNIST = dict(input_size=(28, 28, 1), num_classes=10, mean=(0.0,), std=(1.0,), crop_pct=1.0)

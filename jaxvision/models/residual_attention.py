@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvision.layers.conv import Conv, pad
+from jaxvision.layers.head import classifier_head
 from jaxvision.layers.pooling import max_pool
 from jaxvision.registry import CIFAR10_MEAN, CIFAR10_STD, register_model
 
@@ -209,10 +210,7 @@ class ResidualAttentionNet(nn.Module):
             x = PreActUnit(self.widths[-1], strides=self.final_stride if i == 0 else 1,
                            dtype=self.dtype, name=f"post_res{i + 1}")(x, train=train)
         x = nn.relu(norm("final_bn")(x))
-        x = jnp.mean(x, axis=(1, 2))  # global average pooling -> (B, C)
-        if self.num_classes == 0:
-            return x
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)
+        return classifier_head(x, self.num_classes, name="fc", pool=True, dtype=self.dtype)
 
 
 @register_model(crop_pct=0.875)

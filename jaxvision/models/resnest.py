@@ -20,6 +20,7 @@ import jax.numpy as jnp
 
 from jaxvision.layers.conv import Conv, pad
 from jaxvision.layers.drop import module_drop_path
+from jaxvision.layers.head import classifier_head
 from jaxvision.layers.pooling import avg_pool, max_pool
 from jaxvision.layers.split_attn import SplitAttn
 from jaxvision.registry import register_model
@@ -142,11 +143,8 @@ class ResNeSt(nn.Module):
                     drop_path_rate=rate, zero_init_last=self.zero_init_last,
                     dtype=self.dtype, name=f"layer{s + 1}_{b}")(x, train=train)
                 idx += 1
-        x = jnp.mean(x, axis=(1, 2))  # global average pooling -> (B, C)
-        if self.num_classes == 0:
-            return x
-        x = nn.Dropout(self.drop_rate, deterministic=not train)(x)
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)
+        return classifier_head(x, self.num_classes, name="fc", train=train,
+                               drop_rate=self.drop_rate, pool=True, dtype=self.dtype)
 
 
 def _resnest(layers, stem_width, **defaults):

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 from jaxvision.layers.attention import CBAM, SqueezeExcite
 from jaxvision.layers.conv import Conv, he_normal_fan_out, pad
 from jaxvision.layers.drop import DropPath, linear_drop_path_rates
+from jaxvision.layers.head import classifier_head
 from jaxvision.layers.pooling import avg_pool, max_pool
 from jaxvision.registry import (
     CIFAR10_MEAN,
@@ -261,11 +262,8 @@ class ResNet(nn.Module):
             inplanes = out_ch
 
         # ---- head ------------------------------------------------------------------------
-        x = jnp.mean(x, axis=(1, 2))  # global average pooling -> (B, C)
-        if self.num_classes == 0:
-            return x
-        x = nn.Dropout(self.drop_rate, deterministic=not train)(x)
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)
+        return classifier_head(x, self.num_classes, name="fc", train=train,
+                               drop_rate=self.drop_rate, pool=True, dtype=self.dtype)
 
 
 # ---------------------------------------------------------------------------------------

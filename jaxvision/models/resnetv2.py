@@ -21,6 +21,7 @@ import jax.numpy as jnp
 
 from jaxvision.layers.conv import Conv, he_normal_fan_out, pad
 from jaxvision.layers.drop import DropPath, linear_drop_path_rates
+from jaxvision.layers.head import classifier_head
 from jaxvision.layers.helpers import make_divisible
 from jaxvision.layers.pooling import avg_pool, max_pool
 from jaxvision.models.resnet import get_padding
@@ -167,11 +168,8 @@ class ResNetV2(nn.Module):
 
         # ---- final BN-ReLU and head ------------------------------------------------------
         x = nn.relu(norm(name="norm")(x))
-        x = jnp.mean(x, axis=(1, 2))  # (B, C)
-        if self.num_classes == 0:
-            return x
-        x = nn.Dropout(self.drop_rate, deterministic=not train)(x)
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="head_fc")(x)
+        return classifier_head(x, self.num_classes, name="head_fc", train=train,
+                               drop_rate=self.drop_rate, pool=True, dtype=self.dtype)
 
 
 # ---------------------------------------------------------------------------------------

@@ -27,9 +27,15 @@ import numpy as np
 
 from jaxvision.layers.attention_vit import Attention, Mlp, dense_init
 from jaxvision.layers.conv import Conv, tuple2
-from jaxvision.registry import (IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCEPTION_STD,
-                                register_model)
 from jaxvision.layers.drop import DropPath
+from jaxvision.layers.head import classifier_head
+from jaxvision.registry import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    INCEPTION_MEAN,
+    INCEPTION_STD,
+    register_model,
+)
 
 POOL_TYPES = ("token", "avg", "max", "avgmax")
 
@@ -240,11 +246,8 @@ class VisionTransformer(nn.Module):
                 x = 0.5 * (tokens.max(axis=1) + tokens.mean(axis=1))
         if use_fc_norm:
             x = norm("fc_norm")(x)
-        if self.num_classes == 0:
-            return x
-        x = nn.Dropout(self.drop_rate, deterministic=not train)(x)
-        return nn.Dense(self.num_classes, kernel_init=dense_init, dtype=self.dtype,
-                        name="head")(x)
+        return classifier_head(x, self.num_classes, name="head", train=train,
+                               drop_rate=self.drop_rate, dtype=self.dtype, kernel_init=dense_init)
 
 
 # ---------------------------------------------------------------------------------------------
