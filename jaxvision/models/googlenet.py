@@ -150,14 +150,16 @@ class GoogLeNet(nn.Module):
                                drop_rate=self.dropout_rate, pool=True, dtype=self.dtype)
 
 
-@register_model(input_size=(224, 224, 3), num_classes=1000, mean=IMAGENET_MEAN,
-                std=IMAGENET_STD, crop_pct=0.875)
+_IMAGENET = dict(input_size=(224, 224, 3), num_classes=1000, mean=IMAGENET_MEAN,
+                 std=IMAGENET_STD, crop_pct=0.875)
+
+
+@register_model(**_IMAGENET)
 def googlenet_paper(**kwargs):
     return GoogLeNet(**kwargs)
 
 
-@register_model(input_size=(224, 224, 3), num_classes=1000, mean=IMAGENET_MEAN,
-                std=IMAGENET_STD, crop_pct=0.875)
+@register_model(**_IMAGENET)
 def googlenet(**kwargs):
     """torchvision ``googlenet`` (BN variant), without auxiliary heads by default."""
     return GoogLeNet(**dict(dict(paper=False, aux_logits=False, dropout_rate=0.2), **kwargs))

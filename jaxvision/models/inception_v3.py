@@ -71,6 +71,43 @@ def scaled(c: int, mult: float) -> int:
     return c if mult == 1.0 else max(1, int(round(c * mult)))
 
 
+class InceptionClassifier(nn.Module):
+    """What Inception-v4 and Inception-ResNet share: their fields, the 75x75 input check, the
+    ConvBN factory and the pooled, dropped-out head.  A subclass names its architecture
+    (``arch``) and head (``head_name``), sets its ``repeats``/``dropout_rate`` defaults and
+    defines ``features(x, train)``, called inside this module's scope (no extra level)."""
+
+    num_classes: int = 1000
+    repeats: tuple = ()
+    dropout_rate: float = 0.0
+    width_mult: float = 1.0
+    eps: float = 1e-3
+    dtype: Any = jnp.float32
+
+    arch = "inception"
+    head_name = "fc"
+
+    @property
+    def block_kwargs(self) -> dict:
+        return dict(width_mult=self.width_mult, eps=self.eps, dtype=self.dtype)
+
+    def conv_bn(self, c, k, s=1, p=0, name=None):
+        return ConvBN(scaled(c, self.width_mult), k, s, p, eps=self.eps, dtype=self.dtype,
+                      name=name)
+
+    def features(self, x, train: bool):
+        raise NotImplementedError
+
+    @nn.compact
+    def __call__(self, x, *, train: bool = False):
+        if min(x.shape[1:3]) < 75:
+            raise ValueError(f"{self.arch} needs inputs of at least 75x75, got "
+                             f"{x.shape[1]}x{x.shape[2]}")
+        x = self.features(x, train)
+        return classifier_head(x, self.num_classes, name=self.head_name, train=train,
+                               drop_rate=self.dropout_rate, pool=True, dtype=self.dtype)
+
+
 def soft_ce(logits, targets):
     return jnp.mean(optax.softmax_cross_entropy(logits.astype(jnp.float32),
                                                 targets.astype(jnp.float32)))
@@ -323,4 +360,4 @@ def test_inception_v3(**kwargs):
     return InceptionV3(**dict(dict(num_classes=10, width_mult=1 / 32), **kwargs))
 
 
-__all__ = ["BNInception", "InceptionV3", "Mixed", "scaled", "soft_ce"]
+__all__ = ["BNInception", "InceptionClassifier", "InceptionV3", "Mixed", "scaled", "soft_ce"]
