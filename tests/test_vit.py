@@ -342,7 +342,7 @@ def test_cudnn_attention_pads_an_odd_token_count(monkeypatch):
 
     want = jax.value_and_grad(lambda *a: loss(real, *a), argnums=(0, 1, 2))(q, k, v)
     monkeypatch.setattr(jax.nn, "dot_product_attention", even_only)
-    got = jax.value_and_grad(lambda *a: loss(av._cudnn_attention, *a), argnums=(0, 1, 2))(
+    got = jax.value_and_grad(lambda *a: loss(av.cudnn_attention, *a), argnums=(0, 1, 2))(
         q, k, v)
     assert seen == [(7, False), (8, True)]
     np.testing.assert_allclose(got[0], want[0], rtol=1e-5)

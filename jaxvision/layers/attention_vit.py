@@ -121,7 +121,7 @@ def attention_impl(q) -> str:
     return "cudnn" if capability >= 8.0 else "xla"
 
 
-def _cudnn_attention(q, k, v):
+def cudnn_attention(q, k, v):
     """cuDNN's fused attention.  Its training kernels refuse an odd number of tokens (ViT's
     197 = 196 patches + class token); then the token axis is padded by one and the padded
     key is masked out through the sequence lengths, which leaves the result unchanged."""
@@ -147,9 +147,9 @@ def fused_attention(q, k, v):
     if impl != "cudnn":
         return jax.nn.dot_product_attention(q, k, v, implementation=impl)
     if requested_attention_impl() != "auto":
-        return _cudnn_attention(q, k, v)
+        return cudnn_attention(q, k, v)
     try:
-        return _cudnn_attention(q, k, v)
+        return cudnn_attention(q, k, v)
     except (NotImplementedError, RuntimeError):
         return jax.nn.dot_product_attention(q, k, v, implementation="xla")
 
@@ -170,5 +170,5 @@ def explicit_attention(q, k, v, *, dropout_rate: float = 0.0, dropout_rng=None):
     return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
 
 
-__all__ = ["Attention", "Mlp", "attention_impl", "explicit_attention", "fused_attention",
-           "requested_attention_impl", "dense_init"]
+__all__ = ["Attention", "Mlp", "attention_impl", "cudnn_attention", "dense_init",
+           "explicit_attention", "fused_attention", "requested_attention_impl"]

@@ -47,7 +47,7 @@ from jaxvision.layers.pooling import max_pool
 from jaxvision.registry import CIFAR10_MEAN, CIFAR10_STD, register_model
 
 
-def _interp_matrix(n_in: int, n_out: int) -> np.ndarray:
+def interp_matrix(n_in: int, n_out: int) -> np.ndarray:
     """Linear interpolation weights with aligned corners: output i samples input position
     ``i * (n_in - 1) / (n_out - 1)`` (Caffe's Interp layer)."""
     m = np.zeros((n_out, n_in), np.float32)
@@ -67,8 +67,8 @@ def upsample_bilinear(x, size) -> jax.Array:
     h, w = x.shape[1:3]
     if (h, w) == tuple(size):
         return x
-    mh = jnp.asarray(_interp_matrix(h, size[0]), x.dtype)
-    mw = jnp.asarray(_interp_matrix(w, size[1]), x.dtype)
+    mh = jnp.asarray(interp_matrix(h, size[0]), x.dtype)
+    mw = jnp.asarray(interp_matrix(w, size[1]), x.dtype)
     return jnp.einsum("ph,qw,bhwc->bpqc", mh, mw, x)
 
 
@@ -249,4 +249,4 @@ def test_residual_attention(**kwargs):
 
 
 __all__ = ["AttentionModule", "PreActUnit", "ResidualAttentionNet", "attention_residual",
-           "upsample_bilinear"]
+           "interp_matrix", "upsample_bilinear"]
