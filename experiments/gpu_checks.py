@@ -114,7 +114,7 @@ def fused_attention() -> None:
     import jax
     import jax.numpy as jnp
 
-    from jaxvision.layers.attention_vit import _cudnn_attention, attention_impl
+    from jaxvision.layers.attention_vit import attention_impl, cudnn_attention
 
     shape = (8, 197, 12, 64)  # ViT-B/16 at 224: 196 patches + class token, 12 heads of 64
     keys = jax.random.split(jax.random.key(2), 4)
@@ -126,7 +126,7 @@ def fused_attention() -> None:
         def f(q, k, v):
             q, k, v = (a.astype(dtype) for a in (q, k, v))
             # The library's cuDNN path (it pads ViT's odd token count), or XLA's attention.
-            out = (_cudnn_attention(q, k, v) if impl == "cudnn" else
+            out = (cudnn_attention(q, k, v) if impl == "cudnn" else
                    jax.nn.dot_product_attention(q, k, v, implementation=impl))
             return jnp.sum(out.astype(jnp.float32) * ct), out
         (_, out), grads = jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2), has_aux=True))(

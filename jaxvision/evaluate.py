@@ -151,7 +151,7 @@ def load_run(workdir: str):
     return config, model, {"params": params, "batch_stats": state["batch_stats"]}
 
 
-def _check_views_fit(predict, variables, split, name: str, crops: str):
+def check_views_fit(predict, variables, split, name: str, crops: str):
     """Fail before compiling when the test-time views have a size the model cannot take
     (a size-dependent model, e.g. dense layers after the convolutions, under ten_crop)."""
     import flax
@@ -202,7 +202,7 @@ def ensemble(workdirs, crops: str | None = None, dataset=None, batch_size: int |
                                crops or config.eval_crops)
         batch = batch_size or config.eval_batch_size or config.batch_size
         sharding.check_global_batch(batch, mesh)
-        _check_views_fit(predict, variables, split, config.model, crops or config.eval_crops)
+        check_views_fit(predict, variables, split, config.model, crops or config.eval_crops)
         probs = predict_split(predict, variables, split, batch, mesh, eval_tf, ds_cfg.workers)
         members.append(float(np.mean(np.argmax(probs, -1) == split.labels)))
         total = probs if total is None else total + probs
@@ -288,5 +288,5 @@ if __name__ == "__main__":
     cli()
 
 
-__all__ = ["dataset_overrides", "ensemble", "evaluate_split", "load_run", "make_eval_step",
-           "make_predict", "predict_split", "run_config", "with_dataset"]
+__all__ = ["check_views_fit", "dataset_overrides", "ensemble", "evaluate_split", "load_run",
+           "make_eval_step", "make_predict", "predict_split", "run_config", "with_dataset"]

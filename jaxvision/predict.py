@@ -35,12 +35,12 @@ def imagenet_classes() -> list[str]:
 def image_paths(inputs) -> list[str]:
     """Files as given; folders expanded (recursively, sorted) to their image files.
     A path that does not exist, or a folder without images, is an error."""
-    from jaxvision.data.folder import _is_image
+    from jaxvision.data.folder import is_image
     out = []
     for p in inputs:
         if os.path.isdir(p):
             found = sorted(os.path.join(d, n) for d, _, names in os.walk(p) for n in names
-                           if _is_image(n))
+                           if is_image(n))
             if not found:
                 raise FileNotFoundError(f"folder {p} holds no image files")
             out += found
@@ -146,8 +146,8 @@ def class_names(ds_cfg, data) -> list[str]:
     if getattr(source, "classes", None):
         return list(source.classes)
     if ds_cfg.source == "folder":
-        from jaxvision.data.folder import _layout, _visible_dirs
-        return sorted(_visible_dirs(_layout(ds_cfg.path)["train"]))
+        from jaxvision.data.folder import class_names as folder_classes
+        return folder_classes(ds_cfg.path)
     if ds_cfg.source == "tfds":
         try:
             import tensorflow_datasets as tfds

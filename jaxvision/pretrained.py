@@ -178,8 +178,8 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
                 isinstance(k, str) and hasattr(v, "shape") for k, v in obj.items()):
             raise PretrainedError(f"{path} does not hold a state dict (a mapping of names to "
                                   f"tensors); it holds a {type(obj).__name__}")
-        from jaxvision.convert import _to_numpy
-        return {k: _to_numpy(v) for k, v in obj.items()}
+        from jaxvision.convert import to_numpy
+        return {k: to_numpy(v) for k, v in obj.items()}
     raise PretrainedError(f"unknown weights format {path!r}; use one of {WEIGHT_SUFFIXES}")
 
 

@@ -26,7 +26,7 @@ import jaxvision
 from jaxvision.layers.activations import PReLU, create_act
 from jaxvision.layers.lrn import LocalResponseNorm, local_response_norm
 from jaxvision.layers.maxnorm import max_norm, project_max_norm
-from jaxvision.models import _pooling as P
+from jaxvision.layers import pooling as P
 from jaxvision.models.googlenet import INCEPTION_TABLE, MODULE_NAMES
 from jaxvision.models.mcdnn import (Committee, committee_predict, identity, normalize_width,
                                     pad_to, width_normalizer)
@@ -592,14 +592,10 @@ def test_googlenet_converts_torchvision_aux_heads_and_reports_mismatch():
 def test_max_pool_gradient_goes_to_the_first_maximum_like_select_and_scatter(shape, args):
     """max_pool's tap-by-tap gradient equals JAX's own (select_and_scatter) gradient,
     ties included (integer-valued inputs tie often)."""
-    from jaxvision.layers.conv import tuple2
-    from jaxvision.models._pooling import _pads, _reduce_max, max_pool
+    from jaxvision.layers.pooling import max_pool, xla_max_pool
 
     def native(x):
-        window, stride, padding, ceil_mode = args
-        k, s = tuple2(window), tuple2(stride)
-        pads, _ = _pads(x.shape[1:3], k, s, tuple2(padding), ceil_mode)
-        return _reduce_max(x, k, s, tuple(pads))
+        return xla_max_pool(x, *args)
 
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.integers(-2, 3, size=shape).astype(np.float32))

@@ -102,9 +102,9 @@ def test_ten_crop_on_a_size_dependent_model_fails_before_compiling():
     predict = evaluate.make_predict(model, mean, std, jnp.float32, "ten_crop")
     with pytest.raises(ValueError, match=r"mnist_cnn cannot take eval_crops='ten_crop': its "
                                          r"views are 24x24 but the model takes 28x28"):
-        evaluate._check_views_fit(predict, variables, split, "mnist_cnn", "ten_crop")
+        evaluate.check_views_fit(predict, variables, split, "mnist_cnn", "ten_crop")
     ok = evaluate.make_predict(model, mean, std, jnp.float32, "flip")
-    evaluate._check_views_fit(ok, variables, split, "mnist_cnn", "flip")
+    evaluate.check_views_fit(ok, variables, split, "mnist_cnn", "flip")
 
 
 def test_evaluate_a_run_on_another_split(two_runs):

@@ -18,8 +18,8 @@ import pytest
 import jaxvision
 from jaxvision.models.residual_attention import (
     AttentionModule,
-    _interp_matrix,
     attention_residual,
+    interp_matrix,
     upsample_bilinear,
 )
 from jaxvision.utils import param_count
@@ -63,7 +63,7 @@ def test_mask_depends_on_input_and_lies_in_unit_interval():
 
 
 def test_upsampling_is_bilinear_with_aligned_corners():
-    m = _interp_matrix(4, 7)
+    m = interp_matrix(4, 7)
     np.testing.assert_allclose(m.sum(axis=1), 1.0)
     np.testing.assert_allclose(m @ np.arange(4.0), np.arange(7) * 3 / 6)  # linear is exact
     x = jax.random.normal(jax.random.key(5), (1, 4, 5, 2))

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 import jaxvision
-from jaxvision.layers.split_attn import SplitAttn, make_divisible, radix_softmax
+from jaxvision.layers.helpers import make_divisible
+from jaxvision.layers.split_attn import SplitAttn, radix_softmax
 from jaxvision.utils import param_count
 
 with open(os.path.join(os.path.dirname(__file__), "golden", "resnest.json")) as _f:

@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 
 import jaxvision
-from jaxvision.layers.attention import CBAM, SqueezeExcite, make_divisible
+from jaxvision.layers.attention import CBAM, SqueezeExcite
 from jaxvision.layers.drop import DropPath, drop_path, linear_drop_path_rates
-from jaxvision.models.resnet import BasicBlock, ResNet, avg_pool_ceil
+from jaxvision.layers.helpers import make_divisible
+from jaxvision.layers.pooling import avg_pool
+from jaxvision.models.resnet import BasicBlock, ResNet
 from jaxvision.models.wide_resnet import WideResNet
 from jaxvision.utils import param_count
 
@@ -86,6 +88,10 @@ def test_from_torch_rejects_mismatched_state_dict():
         from_torch("resnet34", sd)
 
 
+def ceil_avg_pool(x):
+    return avg_pool(x, 2, 2, ceil_mode=True, count_include_pad=False)
+
+
 @pytest.mark.torch
 @pytest.mark.parametrize("hw", [(7, 9), (8, 8), (1, 3)])
 def test_avg_pool_ceil_matches_torch(hw):
@@ -93,7 +99,7 @@ def test_avg_pool_ceil_matches_torch(hw):
     x = np.random.default_rng(0).standard_normal((2, *hw, 3)).astype(np.float32)
     ref = torch.nn.AvgPool2d(2, 2, ceil_mode=True, count_include_pad=False)(
         torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy().transpose(0, 2, 3, 1)
-    np.testing.assert_allclose(np.asarray(avg_pool_ceil(jnp.asarray(x))), ref, rtol=1e-6,
+    np.testing.assert_allclose(np.asarray(ceil_avg_pool(jnp.asarray(x))), ref, rtol=1e-6,
                                atol=1e-6)
 
 

@@ -21,8 +21,9 @@ import numpy as np
 import pytest
 
 import jaxvision
-from jaxvision.layers.attention_vit import (ATTENTION_ENV_VAR, Attention, _DropPath,
-                                           attention_impl, explicit_attention)
+from jaxvision.layers.attention_vit import (ATTENTION_ENV_VAR, Attention, attention_impl,
+                                           explicit_attention)
+from jaxvision.layers.drop import DropPath
 from jaxvision.models.vit import resample_abs_pos_embed, resample_pos_embed
 from jaxvision.utils import param_count, param_shapes, variable_shapes
 
@@ -341,7 +342,7 @@ def test_cudnn_attention_pads_an_odd_token_count(monkeypatch):
 
     want = jax.value_and_grad(lambda *a: loss(real, *a), argnums=(0, 1, 2))(q, k, v)
     monkeypatch.setattr(jax.nn, "dot_product_attention", even_only)
-    got = jax.value_and_grad(lambda *a: loss(av._cudnn_attention, *a), argnums=(0, 1, 2))(
+    got = jax.value_and_grad(lambda *a: loss(av.cudnn_attention, *a), argnums=(0, 1, 2))(
         q, k, v)
     assert seen == [(7, False), (8, True)]
     np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
@@ -370,13 +371,13 @@ def test_attention_dropout_only_in_training():
 
 def test_drop_path_drops_whole_samples_and_rescales():
     x = jnp.ones((256, 3, 4))
-    y = np.asarray(_DropPath(0.25).apply({}, x, deterministic=False,
+    y = np.asarray(DropPath(0.25).apply({}, x, deterministic=False,
                                          rngs={"dropout": _key(0)}))
     per_sample = y.reshape(256, -1)
     assert np.all((per_sample == 0).all(1) | np.isclose(per_sample, 1 / 0.75).all(1))
     kept = np.isclose(per_sample[:, 0], 1 / 0.75).mean()
     assert 0.6 < kept < 0.9
-    np.testing.assert_array_equal(np.asarray(_DropPath(0.25).apply({}, x, deterministic=True)),
+    np.testing.assert_array_equal(np.asarray(DropPath(0.25).apply({}, x, deterministic=True)),
                                   np.asarray(x))
 
 

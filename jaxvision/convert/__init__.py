@@ -42,7 +42,7 @@ def register_converter(*patterns: str):
     return wrap
 
 
-def _to_numpy(v) -> np.ndarray:
+def to_numpy(v) -> np.ndarray:
     if hasattr(v, "detach"):  # torch.Tensor, without importing torch
         v = v.detach().cpu()
         if str(v.dtype) == "torch.bfloat16":
@@ -73,7 +73,7 @@ class Converter:
             self.missing.append(key)
             return None
         self.used.add(key)
-        return _to_numpy(self.sd[key])
+        return to_numpy(self.sd[key])
 
     def keys(self, prefix: str = "") -> list[str]:
         return [k for k in self.sd if k.startswith(prefix)]
@@ -194,4 +194,4 @@ def load_pretrained(name: str, pretrained=True, **model_kwargs) -> dict:
 
 
 __all__ = ["ConversionError", "Converter", "convert_flat", "flat_shapes", "from_torch",
-           "head_keys", "load_pretrained", "register_converter"]
+           "head_keys", "load_pretrained", "register_converter", "to_numpy"]

@@ -354,13 +354,13 @@ def skipped_files(obj: Any) -> list[tuple[str, str]]:
 # Finding the files
 # ---------------------------------------------------------------------------------------
 
-def _visible_dirs(folder: str) -> list[str]:
+def visible_dirs(folder: str) -> list[str]:
     with os.scandir(folder) as it:
         return sorted(e.name for e in it if not e.name.startswith(".")
                       and e.is_dir(follow_symlinks=True))
 
 
-def _is_image(name: str) -> bool:
+def is_image(name: str) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
@@ -375,7 +375,7 @@ def _image_files(folder: str) -> tuple[list[str], int]:
         seen.add(real)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
-            if _is_image(name):
+            if is_image(name):
                 found.append(os.path.join(dirpath, name))
             elif not name.startswith("."):
                 others += 1
@@ -384,9 +384,9 @@ def _image_files(folder: str) -> tuple[list[str], int]:
 
 def _scan_split(folder: str, split: str, classes: list[str] | None):
     """``{class: [paths]}`` for one split folder, validated."""
-    names = _visible_dirs(folder)
+    names = visible_dirs(folder)
     if not names:
-        loose = [n for n in os.listdir(folder) if _is_image(n)]
+        loose = [n for n in os.listdir(folder) if is_image(n)]
         hint = (f" ({len(loose)} image files lie directly in it: move each into a "
                 f"sub-folder named after its class)" if loose else "")
         raise DataError(f"image folder {folder} has no class sub-folders{hint}; expected "
@@ -409,9 +409,15 @@ def _scan_split(folder: str, split: str, classes: list[str] | None):
     return files
 
 
+def class_names(root: str) -> list[str]:
+    """The class folder names of the image folder ``root``'s training split, sorted (the
+    label order a model trained on it uses)."""
+    return visible_dirs(_layout(root)["train"])
+
+
 def _layout(root: str) -> dict[str, str]:
     """Split name -> folder whose sub-folders are the classes."""
-    names = _visible_dirs(root)
+    names = visible_dirs(root)
     split_like = [n for n in names if n in SPLIT_FOLDERS]
     if names and len(split_like) == len(names):
         if "train" not in names:

@@ -16,18 +16,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxvision.layers.conv import Conv, pad
-
-
-def make_divisible(v: float, divisor: int = 8, min_value: int | None = None,
-                   round_limit: float = 0.9) -> int:
-    """Round ``v`` to the nearest multiple of ``divisor`` (at least ``min_value``), going
-    one step up if rounding would lose more than ``1 - round_limit`` of ``v``.  Same rule as
-    timm's ``make_divisible``, which decides many reference channel counts."""
-    min_value = min_value or divisor
-    new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)
-    if new_v < round_limit * v:
-        new_v += divisor
-    return new_v
+from jaxvision.layers.helpers import make_divisible
 
 
 def reduced_channels(channels: int, rd_ratio: float, rd_channels: int | None,
@@ -154,5 +143,4 @@ class CBAM(nn.Module):
                                 dtype=self.dtype, name="spatial")(x, train=train)
 
 
-__all__ = ["CBAM", "ChannelAttention", "SpatialAttention", "SqueezeExcite", "make_divisible",
-           "reduced_channels"]
+__all__ = ["CBAM", "ChannelAttention", "SpatialAttention", "SqueezeExcite", "reduced_channels"]

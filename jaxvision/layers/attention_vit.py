@@ -7,8 +7,6 @@
   for bfloat16/float16 inputs, as timm/PyTorch do through ``scaled_dot_product_attention``.
   ``JAXVISION_ATTENTION_IMPL`` (``auto`` | ``xla`` | ``cudnn``) overrides the choice.
 * :class:`Mlp`: two dense layers with an exact (erf) GELU in between.
-* :class:`_DropPath`: stochastic depth (Huang et al., 2016) on a residual branch.  Kept
-  local to these families; the package-wide drop-path layer lives elsewhere.
 """
 from __future__ import annotations
 
@@ -24,24 +22,6 @@ ATTENTION_IMPLS = ("auto", "xla", "cudnn")
 
 # timm initialises ViT linear layers with trunc_normal_(std=.02) and zero bias.
 dense_init = nn.initializers.truncated_normal(0.02)
-
-
-class _DropPath(nn.Module):
-    """Stochastic depth (Huang et al., 2016): during training, zero a residual branch for a
-    whole sample with probability ``rate`` and scale the kept ones by ``1 / (1 - rate)``."""
-
-    rate: float = 0.0
-
-    @nn.compact
-    def __call__(self, x, *, deterministic: bool):
-        if deterministic or self.rate == 0.0:
-            return x
-        if not 0.0 <= self.rate < 1.0:
-            raise ValueError(f"drop-path rate must be in [0, 1), got {self.rate}")
-        keep = 1.0 - self.rate
-        shape = (x.shape[0],) + (1,) * (x.ndim - 1)  # one draw per sample
-        mask = jax.random.bernoulli(self.make_rng("dropout"), keep, shape)
-        return jnp.where(mask, x / keep, jnp.zeros_like(x))
 
 
 class Mlp(nn.Module):
@@ -141,7 +121,7 @@ def attention_impl(q) -> str:
     return "cudnn" if capability >= 8.0 else "xla"
 
 
-def _cudnn_attention(q, k, v):
+def cudnn_attention(q, k, v):
     """cuDNN's fused attention.  Its training kernels refuse an odd number of tokens (ViT's
     197 = 196 patches + class token); then the token axis is padded by one and the padded
     key is masked out through the sequence lengths, which leaves the result unchanged."""
@@ -167,9 +147,9 @@ def fused_attention(q, k, v):
     if impl != "cudnn":
         return jax.nn.dot_product_attention(q, k, v, implementation=impl)
     if requested_attention_impl() != "auto":
-        return _cudnn_attention(q, k, v)
+        return cudnn_attention(q, k, v)
     try:
-        return _cudnn_attention(q, k, v)
+        return cudnn_attention(q, k, v)
     except (NotImplementedError, RuntimeError):
         return jax.nn.dot_product_attention(q, k, v, implementation="xla")
 
@@ -190,5 +170,5 @@ def explicit_attention(q, k, v, *, dropout_rate: float = 0.0, dropout_rng=None):
     return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
 
 
-__all__ = ["Attention", "Mlp", "attention_impl", "explicit_attention", "fused_attention",
-           "requested_attention_impl", "dense_init"]
+__all__ = ["Attention", "Mlp", "attention_impl", "cudnn_attention", "dense_init",
+           "explicit_attention", "fused_attention", "requested_attention_impl"]

@@ -53,6 +53,17 @@ class DropPath(nn.Module):
                          scale_by_keep=self.scale_by_keep)
 
 
+def module_drop_path(module: nn.Module, x: jax.Array, rate: float, *,
+                     deterministic: bool) -> jax.Array:
+    """:func:`drop_path` called inside ``module``'s own ``__call__``, drawing its mask from
+    that module's ``'dropout'`` stream: no submodule (and no new RNG scope) appears, for
+    blocks whose layout follows a reference without a separate drop-path layer."""
+    if deterministic or rate == 0.0:
+        return x
+    rng = module.make_rng("dropout") if rate < 1.0 else None
+    return drop_path(x, rate, rng, deterministic=False)
+
+
 def linear_drop_path_rates(rate: float, num_blocks: int) -> list[float]:
     """Stochastic depth's linear decay rule: block ``i`` of ``n`` drops with
     ``rate * i / (n - 1)`` (the first block never, the last with ``rate``)."""
@@ -61,4 +72,4 @@ def linear_drop_path_rates(rate: float, num_blocks: int) -> list[float]:
     return [rate * i / (num_blocks - 1) for i in range(num_blocks)]
 
 
-__all__ = ["DropPath", "drop_path", "linear_drop_path_rates"]
+__all__ = ["DropPath", "drop_path", "linear_drop_path_rates", "module_drop_path"]

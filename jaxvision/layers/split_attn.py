@@ -19,17 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxvision.layers.conv import Conv, pad
-
-
-def make_divisible(v: float, divisor: int = 8, min_value: int | None = None,
-                   round_limit: float = 0.9) -> int:
-    """Round ``v`` to a multiple of ``divisor`` (at least ``min_value``), never going more
-    than 10% below ``v``; the rounding rule of the MobileNet / timm family."""
-    min_value = min_value or divisor
-    new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)
-    if new_v < round_limit * v:
-        new_v += divisor
-    return new_v
+from jaxvision.layers.helpers import make_divisible
 
 
 def radix_softmax(logits: jax.Array, radix: int, cardinality: int) -> jax.Array:
@@ -101,4 +91,4 @@ class SplitAttn(nn.Module):
         return jnp.einsum("bhwrc,brc->bhwc", splits, attn.astype(splits.dtype))
 
 
-__all__ = ["SplitAttn", "make_divisible", "radix_softmax"]
+__all__ = ["SplitAttn", "radix_softmax"]

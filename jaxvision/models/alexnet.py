@@ -22,8 +22,9 @@ import jax.numpy as jnp
 
 from jaxvision.layers import Conv, pad
 from jaxvision.layers.activations import create_act
+from jaxvision.layers.head import classifier_head
 from jaxvision.layers.lrn import LocalResponseNorm
-from jaxvision.models._pooling import adaptive_avg_pool, max_pool
+from jaxvision.layers.pooling import adaptive_avg_pool, max_pool
 from jaxvision.registry import IMAGENET_MEAN, IMAGENET_STD, register_model
 
 
@@ -64,9 +65,7 @@ class AlexNet(nn.Module):
             x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
             x = nn.Dense(h, dtype=self.dtype, name=f"fc{j + 1}")(x)
             x = create_act(self.act_layer, f"act_fc{j + 1}", self.dtype)(x)
-        if self.num_classes == 0:
-            return x
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x)
+        return classifier_head(x, self.num_classes, name="head", dtype=self.dtype)
 
 
 @register_model(input_size=(224, 224, 3), num_classes=1000, mean=IMAGENET_MEAN,

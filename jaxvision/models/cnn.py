@@ -7,7 +7,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxvision.layers import Conv, pad
-from jaxvision.models._pooling import max_pool
+from jaxvision.layers.pooling import max_pool
 from jaxvision.registry import CIFAR10_MEAN, CIFAR10_STD, MNIST_MEAN, MNIST_STD, register_model
 
 

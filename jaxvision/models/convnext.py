@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxvision.layers.conv import Conv, pad
+from jaxvision.layers.drop import module_drop_path
+from jaxvision.layers.head import classifier_head
 from jaxvision.registry import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -36,16 +38,6 @@ _ACTIVATIONS: dict[str, Callable] = {
 
 # timm's trunc_normal_(std=.02) truncates at +-2 absolute, i.e. +-100 std: a plain normal.
 _init = nn.initializers.normal(0.02)
-
-
-def drop_path(module: nn.Module, x: jnp.ndarray, rate: float, deterministic: bool):
-    """Stochastic depth (Huang et al., 2016): drop whole residual branches per sample,
-    rescaling survivors by 1/keep so the expectation is unchanged."""
-    if deterministic or rate == 0.0:
-        return x
-    keep = 1.0 - rate
-    mask = jax.random.bernoulli(module.make_rng("dropout"), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
-    return jnp.where(mask, x / keep, jnp.zeros_like(x))
 
 
 class ConvNeXtBlock(nn.Module):
@@ -73,7 +65,7 @@ class ConvNeXtBlock(nn.Module):
         y = dense(c, name="mlp_fc2")(self.act(y))
         if self.ls_init_value is not None:
             y = y * self.param("gamma", nn.initializers.constant(self.ls_init_value), (c,))
-        return x + drop_path(self, y, self.drop_path_rate, deterministic=not train)
+        return x + module_drop_path(self, y, self.drop_path_rate, deterministic=not train)
 
 
 class ConvNeXt(nn.Module):
@@ -138,13 +130,11 @@ class ConvNeXt(nn.Module):
 
         x = jnp.mean(x, axis=(1, 2))
         x = ln(name="head_norm")(x)
-        if not self.num_classes:
-            return x
-        x = nn.Dropout(self.drop_rate, deterministic=not train)(x)
         scale = self.head_init_scale
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="head_fc",
-                        kernel_init=lambda *a: _init(*a) * scale,
-                        bias_init=nn.initializers.zeros)(x)
+        return classifier_head(x, self.num_classes, name="head_fc", train=train,
+                               drop_rate=self.drop_rate, dtype=self.dtype,
+                               kernel_init=lambda *a: _init(*a) * scale,
+                               bias_init=nn.initializers.zeros)
 
 
 @register_model(crop_pct=0.95, mean=IMAGENET_MEAN, std=IMAGENET_STD)

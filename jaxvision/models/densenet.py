@@ -23,7 +23,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxvision.layers.conv import Conv, pad
-from jaxvision.models._pooling import avg_pool, max_pool
+from jaxvision.layers.head import classifier_head
+from jaxvision.layers.pooling import avg_pool, max_pool
 from jaxvision.registry import CIFAR10_MEAN, CIFAR10_STD, register_model
 
 _STEMS = ("", "deep", "cifar")
@@ -118,11 +119,8 @@ class DenseNet(nn.Module):
                 x = conv(out_ch, 1, f"transition{i + 1}_conv")(x)
                 x = avg_pool(x, 2, 2)
         x = _norm_act(train, self.dtype, "norm5")(x)
-        x = jnp.mean(x, axis=(1, 2))  # global average pooling -> (B, C)
-        if self.num_classes == 0:
-            return x
-        x = nn.Dropout(self.drop_rate, deterministic=not train)(x)
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="classifier")(x)
+        return classifier_head(x, self.num_classes, name="classifier", train=train,
+                               drop_rate=self.drop_rate, pool=True, dtype=self.dtype)
 
 
 def densenet_bc_cifar(depth: int, growth_rate: int, **kwargs) -> DenseNet:

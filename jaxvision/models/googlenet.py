@@ -31,9 +31,10 @@ import flax.linen as nn
 import jax.numpy as jnp
 import optax
 
-from jaxvision.layers import Conv, pad
+from jaxvision.layers.conv_bn import ConvBN
+from jaxvision.layers.head import classifier_head
 from jaxvision.layers.lrn import LocalResponseNorm
-from jaxvision.models._pooling import adaptive_avg_pool, avg_pool, global_avg_pool, max_pool
+from jaxvision.layers.pooling import adaptive_avg_pool, avg_pool, max_pool
 from jaxvision.registry import IMAGENET_MEAN, IMAGENET_STD, register_model
 
 # Table 1: (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj) for 3a, 3b, 4a-4e, 5a, 5b.
@@ -51,28 +52,6 @@ INCEPTION_TABLE = (
 MODULE_NAMES = ("3a", "3b", "4a", "4b", "4c", "4d", "4e", "5a", "5b")
 
 
-class BasicConv(nn.Module):
-    """Conv -> [BN] -> ReLU; with BN the conv has no bias (torchvision's BasicConv2d)."""
-
-    features: int
-    kernel: int = 1
-    stride: int = 1
-    padding: int = 0
-    bn: bool = False
-    bn_eps: float = 1e-3
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        k, s = self.kernel, self.stride
-        x = Conv(self.features, (k, k), strides=(s, s), padding=pad(self.padding),
-                 use_bias=not self.bn, dtype=self.dtype, name="conv")(x)
-        if self.bn:
-            x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=self.bn_eps,
-                             dtype=self.dtype, name="bn")(x)
-        return nn.relu(x)
-
-
 class Inception(nn.Module):
     """Inception module with dimension reductions (Figure 2b)."""
 
@@ -84,7 +63,7 @@ class Inception(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False):
         c1, c3r, c3, c5r, c5, pp = self.widths
-        conv = lambda f, k, name: BasicConv(f, k, padding=k // 2, bn=self.bn,  # noqa: E731
+        conv = lambda f, k, name: ConvBN(f, k, padding=k // 2, norm=self.bn,  # noqa: E731
                                             dtype=self.dtype, name=name)
         b1 = conv(c1, 1, "branch1")(x, train)
         b2 = conv(c3, 3, "branch2_1")(conv(c3r, 1, "branch2_0")(x, train), train)
@@ -108,7 +87,7 @@ class InceptionAux(nn.Module):
         if self.paper_pool and min(x.shape[1:3]) >= 5:
             x = avg_pool(x, 5, 3)  # 14x14 -> 4x4
         x = adaptive_avg_pool(x, 4)
-        x = BasicConv(self.widths[0], 1, bn=self.bn, dtype=self.dtype, name="conv")(x, train)
+        x = ConvBN(self.widths[0], 1, norm=self.bn, dtype=self.dtype, name="conv")(x, train)
         x = x.reshape(x.shape[0], -1)
         x = nn.relu(nn.Dense(self.widths[1], dtype=self.dtype, name="fc1")(x))
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
@@ -140,12 +119,12 @@ class GoogLeNet(nn.Module):
             raise ValueError(f"GoogLeNet needs 9 Inception modules, got {len(self.table)}")
         bn = not self.paper
         lrn = lambda y: LocalResponseNorm(5, 1e-4, 0.75, 2.0, dtype=self.dtype)(y)  # noqa: E731
-        x = BasicConv(self.stem[0], 7, 2, 3, bn=bn, dtype=self.dtype, name="conv1")(x, train)
+        x = ConvBN(self.stem[0], 7, 2, 3, norm=bn, dtype=self.dtype, name="conv1")(x, train)
         x = max_pool(x, 3, 2, ceil_mode=True)
         if self.paper:
             x = lrn(x)
-        x = BasicConv(self.stem[1], 1, bn=bn, dtype=self.dtype, name="conv2")(x, train)
-        x = BasicConv(self.stem[2], 3, 1, 1, bn=bn, dtype=self.dtype, name="conv3")(x, train)
+        x = ConvBN(self.stem[1], 1, norm=bn, dtype=self.dtype, name="conv2")(x, train)
+        x = ConvBN(self.stem[2], 3, 1, 1, norm=bn, dtype=self.dtype, name="conv3")(x, train)
         if self.paper:
             x = lrn(x)
         x = max_pool(x, 3, 2, ceil_mode=True)
@@ -167,21 +146,20 @@ class GoogLeNet(nn.Module):
                     self.sow("losses", f"{aux_name}_loss",
                              self.aux_weight * _soft_ce(aux, targets))
 
-        x = global_avg_pool(x)
-        if self.num_classes == 0:
-            return x
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)
+        return classifier_head(x, self.num_classes, name="fc", train=train,
+                               drop_rate=self.dropout_rate, pool=True, dtype=self.dtype)
 
 
-@register_model(input_size=(224, 224, 3), num_classes=1000, mean=IMAGENET_MEAN,
-                std=IMAGENET_STD, crop_pct=0.875)
+_IMAGENET = dict(input_size=(224, 224, 3), num_classes=1000, mean=IMAGENET_MEAN,
+                 std=IMAGENET_STD, crop_pct=0.875)
+
+
+@register_model(**_IMAGENET)
 def googlenet_paper(**kwargs):
     return GoogLeNet(**kwargs)
 
 
-@register_model(input_size=(224, 224, 3), num_classes=1000, mean=IMAGENET_MEAN,
-                std=IMAGENET_STD, crop_pct=0.875)
+@register_model(**_IMAGENET)
 def googlenet(**kwargs):
     """torchvision ``googlenet`` (BN variant), without auxiliary heads by default."""
     return GoogLeNet(**dict(dict(paper=False, aux_logits=False, dropout_rate=0.2), **kwargs))

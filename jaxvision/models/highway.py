@@ -36,7 +36,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxvision.layers.conv import Conv, pad
-from jaxvision.models._pooling import max_pool
+from jaxvision.layers.head import classifier_head
+from jaxvision.layers.pooling import max_pool
 from jaxvision.registry import CIFAR10_MEAN, CIFAR10_STD, MNIST_MEAN, MNIST_STD, register_model
 
 
@@ -97,9 +98,7 @@ class HighwayMLP(nn.Module):
         x = nn.relu(nn.Dense(self.width, dtype=self.dtype, name="proj")(x))
         for i in range(self.num_layers):
             x = HighwayDense(self.gate_bias, dtype=self.dtype, name=f"highway{i}")(x)
-        if self.num_classes == 0:
-            return x
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x)
+        return classifier_head(x, self.num_classes, name="head", dtype=self.dtype)
 
 
 class HighwayCNN(nn.Module):
@@ -133,10 +132,7 @@ class HighwayCNN(nn.Module):
             for i in range(d):
                 x = HighwayConv(3, self.gate_bias, dtype=self.dtype,
                                 name=f"group{g}_highway{i}")(x)
-        x = jnp.mean(x, axis=(1, 2))  # global average pooling -> (B, C)
-        if self.num_classes == 0:
-            return x
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x)
+        return classifier_head(x, self.num_classes, name="head", pool=True, dtype=self.dtype)
 
 
 _MNIST = dict(input_size=(28, 28, 1), num_classes=10, mean=MNIST_MEAN, std=MNIST_STD,

@@ -25,8 +25,9 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxvision.layers import Conv
-from jaxvision.models._pooling import global_avg_pool, max_pool
-from jaxvision.models.inception_v3 import ConvBN, Mixed, scaled
+from jaxvision.layers.conv_bn import ConvBN
+from jaxvision.layers.pooling import max_pool
+from jaxvision.models.inception_v3 import InceptionClassifier, Mixed, scaled
 from jaxvision.registry import INCEPTION_MEAN, INCEPTION_STD, register_model
 
 C = lambda c, k=1, s=1, p=0: (c, k, s, p)  # noqa: E731  (a ConvBN in a branch spec)
@@ -81,91 +82,69 @@ class ResidualInception(nn.Module):
         return jnp.concatenate(outs, axis=-1)
 
 
-class InceptionResNetV2(nn.Module):
+class InceptionResNet(InceptionClassifier):
+    """The trunk both versions share: stem convs, A blocks, reduction, B blocks, reduction,
+    C blocks (the last without ReLU).  A version gives its block tables (``blocks``: A,
+    reduction A, B, reduction B, C), the end of its stem and its last 1x1 conv width."""
+
+    blocks = ()
+    last_conv = 0  # width of a final 1x1 ConvBN before the pool (0: none)
+
+    def stem_end(self, x, train: bool):
+        raise NotImplementedError
+
+    def features(self, x, train: bool):
+        kw, cbn = self.block_kwargs, self.conv_bn
+        block35, reduction_a, block17, reduction_b, block8 = self.blocks
+        x = cbn(32, 3, 2, name="conv2d_1a")(x, train)
+        x = cbn(32, 3, name="conv2d_2a")(x, train)
+        x = cbn(64, 3, 1, 1, name="conv2d_2b")(x, train)
+        x = max_pool(x, 3, 2)
+        x = cbn(80, 1, name="conv2d_3b")(x, train)
+        x = cbn(192, 3, name="conv2d_4a")(x, train)
+        x = self.stem_end(x, train)
+        for j in range(self.repeats[0]):
+            x = ResidualInception(block35, 0.17, **kw, name=f"repeat_{j}")(x, train)
+        x = Mixed(reduction_a, **kw, name="mixed_6a")(x, train)
+        for j in range(self.repeats[1]):
+            x = ResidualInception(block17, 0.10, **kw, name=f"repeat_1_{j}")(x, train)
+        x = Mixed(reduction_b, **kw, name="mixed_7a")(x, train)
+        for j in range(self.repeats[2] - 1):
+            x = ResidualInception(block8, 0.20, **kw, name=f"repeat_2_{j}")(x, train)
+        x = ResidualInception(block8, 1.0, relu=False, **kw, name="block8")(x, train)
+        if self.last_conv:
+            x = cbn(self.last_conv, 1, name="conv2d_7b")(x, train)
+        return x
+
+
+class InceptionResNetV2(InceptionResNet):
     """Inception-ResNet-v2 (timm layout); ``repeats`` = Block35, Block17, Block8 counts
     (10, 20, 10; the last Block8 is ``block8``, without ReLU)."""
 
-    num_classes: int = 1000
     repeats: tuple = (10, 20, 10)
-    dropout_rate: float = 0.0
-    width_mult: float = 1.0
-    eps: float = 1e-3
-    dtype: Any = jnp.float32
 
-    @nn.compact
-    def __call__(self, x, *, train: bool = False):
-        if min(x.shape[1:3]) < 75:
-            raise ValueError(f"inception_resnet_v2 needs inputs of at least 75x75, got "
-                             f"{x.shape[1]}x{x.shape[2]}")
-        m = self.width_mult
-        kw = dict(width_mult=m, eps=self.eps, dtype=self.dtype)
-        cbn = lambda c, k, s=1, p=0, name=None: ConvBN(  # noqa: E731
-            scaled(c, m), k, s, p, eps=self.eps, dtype=self.dtype, name=name)
-        x = cbn(32, 3, 2, name="conv2d_1a")(x, train)
-        x = cbn(32, 3, name="conv2d_2a")(x, train)
-        x = cbn(64, 3, 1, 1, name="conv2d_2b")(x, train)
+    arch = "inception_resnet_v2"
+    head_name = "classif"
+    blocks = (V2_BLOCK35, V2_MIXED_6A, V2_BLOCK17, V2_MIXED_7A, V2_BLOCK8)
+    last_conv = 1536
+
+    def stem_end(self, x, train: bool):
         x = max_pool(x, 3, 2)
-        x = cbn(80, 1, name="conv2d_3b")(x, train)
-        x = cbn(192, 3, name="conv2d_4a")(x, train)
-        x = max_pool(x, 3, 2)
-        x = Mixed(V2_MIXED_5B, **kw, name="mixed_5b")(x, train)
-        for j in range(self.repeats[0]):
-            x = ResidualInception(V2_BLOCK35, 0.17, **kw, name=f"repeat_{j}")(x, train)
-        x = Mixed(V2_MIXED_6A, **kw, name="mixed_6a")(x, train)
-        for j in range(self.repeats[1]):
-            x = ResidualInception(V2_BLOCK17, 0.10, **kw, name=f"repeat_1_{j}")(x, train)
-        x = Mixed(V2_MIXED_7A, **kw, name="mixed_7a")(x, train)
-        for j in range(self.repeats[2] - 1):
-            x = ResidualInception(V2_BLOCK8, 0.20, **kw, name=f"repeat_2_{j}")(x, train)
-        x = ResidualInception(V2_BLOCK8, 1.0, relu=False, **kw, name="block8")(x, train)
-        x = cbn(1536, 1, name="conv2d_7b")(x, train)
-        x = global_avg_pool(x)
-        if self.num_classes == 0:
-            return x
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="classif")(x)
+        return Mixed(V2_MIXED_5B, **self.block_kwargs, name="mixed_5b")(x, train)
 
 
-class InceptionResNetV1(nn.Module):
+class InceptionResNetV1(InceptionResNet):
     """Inception-ResNet-v1 of the paper; ``repeats`` = A, B, C block counts (5, 10, 5)."""
 
-    num_classes: int = 1000
     repeats: tuple = (5, 10, 5)
     dropout_rate: float = 0.2
-    width_mult: float = 1.0
-    eps: float = 1e-3
-    dtype: Any = jnp.float32
 
-    @nn.compact
-    def __call__(self, x, *, train: bool = False):
-        if min(x.shape[1:3]) < 75:
-            raise ValueError(f"inception_resnet_v1 needs inputs of at least 75x75, got "
-                             f"{x.shape[1]}x{x.shape[2]}")
-        m = self.width_mult
-        kw = dict(width_mult=m, eps=self.eps, dtype=self.dtype)
-        cbn = lambda c, k, s=1, p=0, name=None: ConvBN(  # noqa: E731
-            scaled(c, m), k, s, p, eps=self.eps, dtype=self.dtype, name=name)
-        x = cbn(32, 3, 2, name="conv2d_1a")(x, train)
-        x = cbn(32, 3, name="conv2d_2a")(x, train)
-        x = cbn(64, 3, 1, 1, name="conv2d_2b")(x, train)
-        x = max_pool(x, 3, 2)
-        x = cbn(80, 1, name="conv2d_3b")(x, train)
-        x = cbn(192, 3, name="conv2d_4a")(x, train)
-        x = cbn(256, 3, 2, name="conv2d_4b")(x, train)
-        for j in range(self.repeats[0]):
-            x = ResidualInception(V1_BLOCK35, 0.17, **kw, name=f"repeat_{j}")(x, train)
-        x = Mixed(V1_REDUCTION_A, **kw, name="mixed_6a")(x, train)
-        for j in range(self.repeats[1]):
-            x = ResidualInception(V1_BLOCK17, 0.10, **kw, name=f"repeat_1_{j}")(x, train)
-        x = Mixed(V1_REDUCTION_B, **kw, name="mixed_7a")(x, train)
-        for j in range(self.repeats[2] - 1):
-            x = ResidualInception(V1_BLOCK8, 0.20, **kw, name=f"repeat_2_{j}")(x, train)
-        x = ResidualInception(V1_BLOCK8, 1.0, relu=False, **kw, name="block8")(x, train)
-        x = global_avg_pool(x)
-        if self.num_classes == 0:
-            return x
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="classif")(x)
+    arch = "inception_resnet_v1"
+    head_name = "classif"
+    blocks = (V1_BLOCK35, V1_REDUCTION_A, V1_BLOCK17, V1_REDUCTION_B, V1_BLOCK8)
+
+    def stem_end(self, x, train: bool):
+        return self.conv_bn(256, 3, 2, name="conv2d_4b")(x, train)
 
 
 _CFG = dict(input_size=(299, 299, 3), num_classes=1000, mean=INCEPTION_MEAN, std=INCEPTION_STD)
@@ -188,4 +167,4 @@ def test_inception_resnet(**kwargs):
                                     **kwargs))
 
 
-__all__ = ["InceptionResNetV1", "InceptionResNetV2", "ResidualInception"]
+__all__ = ["InceptionResNet", "InceptionResNetV1", "InceptionResNetV2", "ResidualInception"]

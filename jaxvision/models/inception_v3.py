@@ -16,37 +16,16 @@ import flax.linen as nn
 import jax.numpy as jnp
 import optax
 
-from jaxvision.layers import Conv
-from jaxvision.layers.conv import tuple2
-from jaxvision.models._pooling import adaptive_avg_pool, avg_pool, global_avg_pool, max_pool
-from jaxvision.registry import (IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCEPTION_STD,
-                                register_model)
-
-IntOr2 = Union[int, tuple]
-
-
-class ConvBN(nn.Module):
-    """Conv (no bias) -> BatchNorm -> ReLU, submodules ``conv`` and ``bn`` as timm's
-    ``ConvNormAct``.  ``padding``: int or (ph, pw), symmetric, as torch."""
-
-    features: int
-    kernel: IntOr2 = 1
-    stride: int = 1
-    padding: IntOr2 = 0
-    eps: float = 1e-3
-    act: bool = True
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        ph, pw = tuple2(self.padding)
-        x = Conv(self.features, tuple2(self.kernel), strides=tuple2(self.stride),
-                 padding=((ph, ph), (pw, pw)), use_bias=False, dtype=self.dtype,
-                 name="conv")(x)
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=self.eps,
-                         dtype=self.dtype, name="bn")(x)
-        return nn.relu(x) if self.act else x
-
+from jaxvision.layers.conv_bn import ConvBN
+from jaxvision.layers.head import classifier_head
+from jaxvision.layers.pooling import adaptive_avg_pool, avg_pool, global_avg_pool, max_pool
+from jaxvision.registry import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    INCEPTION_MEAN,
+    INCEPTION_STD,
+    register_model,
+)
 
 # A branch is a sequence of ops: (channels, kernel, stride, padding) for a ConvBN, or the
 # strings 'max' (3x3/2 max-pool), 'maxs1' (3x3/1 pad 1 max-pool), 'avg' (3x3/1 pad 1
@@ -90,6 +69,43 @@ class Mixed(nn.Module):
 def scaled(c: int, mult: float) -> int:
     """Channel count ``c`` times a width multiplier (tiny test variants), at least 1."""
     return c if mult == 1.0 else max(1, int(round(c * mult)))
+
+
+class InceptionClassifier(nn.Module):
+    """What Inception-v4 and Inception-ResNet share: their fields, the 75x75 input check, the
+    ConvBN factory and the pooled, dropped-out head.  A subclass names its architecture
+    (``arch``) and head (``head_name``), sets its ``repeats``/``dropout_rate`` defaults and
+    defines ``features(x, train)``, called inside this module's scope (no extra level)."""
+
+    num_classes: int = 1000
+    repeats: tuple = ()
+    dropout_rate: float = 0.0
+    width_mult: float = 1.0
+    eps: float = 1e-3
+    dtype: Any = jnp.float32
+
+    arch = "inception"
+    head_name = "fc"
+
+    @property
+    def block_kwargs(self) -> dict:
+        return dict(width_mult=self.width_mult, eps=self.eps, dtype=self.dtype)
+
+    def conv_bn(self, c, k, s=1, p=0, name=None):
+        return ConvBN(scaled(c, self.width_mult), k, s, p, eps=self.eps, dtype=self.dtype,
+                      name=name)
+
+    def features(self, x, train: bool):
+        raise NotImplementedError
+
+    @nn.compact
+    def __call__(self, x, *, train: bool = False):
+        if min(x.shape[1:3]) < 75:
+            raise ValueError(f"{self.arch} needs inputs of at least 75x75, got "
+                             f"{x.shape[1]}x{x.shape[2]}")
+        x = self.features(x, train)
+        return classifier_head(x, self.num_classes, name=self.head_name, train=train,
+                               drop_rate=self.dropout_rate, pool=True, dtype=self.dtype)
 
 
 def soft_ce(logits, targets):
@@ -145,11 +161,8 @@ class InceptionV3(nn.Module):
         x = InceptionD(**kw, name="Mixed_7a")(x, train)
         x = InceptionE(**kw, name="Mixed_7b")(x, train)
         x = InceptionE(**kw, name="Mixed_7c")(x, train)
-        x = global_avg_pool(x)
-        if self.num_classes == 0:
-            return x
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)
+        return classifier_head(x, self.num_classes, name="fc", train=train,
+                               drop_rate=self.dropout_rate, pool=True, dtype=self.dtype)
 
 
 class _V3Block(nn.Module):
@@ -324,11 +337,8 @@ class BNInception(nn.Module):
                             ["avg" if pool == "avg" else "maxs1", (pp, 1, 1, 0)])
                 x = Mixed(branches, avg_include_pad=True, name=f"inception{name}",
                           **kw)(x, train)
-        x = global_avg_pool(x)
-        if self.num_classes == 0:
-            return x
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)
+        return classifier_head(x, self.num_classes, name="fc", train=train,
+                               drop_rate=self.dropout_rate, pool=True, dtype=self.dtype)
 
 
 @register_model(input_size=(299, 299, 3), num_classes=1000, mean=INCEPTION_MEAN,
@@ -350,4 +360,4 @@ def test_inception_v3(**kwargs):
     return InceptionV3(**dict(dict(num_classes=10, width_mult=1 / 32), **kwargs))
 
 
-__all__ = ["BNInception", "ConvBN", "InceptionV3", "Mixed", "scaled", "soft_ce"]
+__all__ = ["BNInception", "InceptionClassifier", "InceptionV3", "Mixed", "scaled", "soft_ce"]

@@ -13,8 +13,9 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxvision.models._pooling import avg_pool, global_avg_pool, max_pool
-from jaxvision.models.inception_v3 import ConvBN, Mixed, scaled
+from jaxvision.layers.conv_bn import ConvBN
+from jaxvision.layers.pooling import avg_pool, max_pool
+from jaxvision.models.inception_v3 import InceptionClassifier, Mixed, scaled
 from jaxvision.registry import INCEPTION_MEAN, INCEPTION_STD, register_model
 
 C = lambda c, k=1, s=1, p=0: (c, k, s, p)  # noqa: E731  (a ConvBN in a branch spec)
@@ -77,29 +78,19 @@ class _Pair(nn.Module):
         return jnp.concatenate([c, p] if self.conv_first else [p, c], axis=-1)
 
 
-class InceptionV4(nn.Module):
+class InceptionV4(InceptionClassifier):
     """Inception-v4; ``repeats`` = number of Inception-A, -B, -C modules (4, 7, 3)."""
 
-    num_classes: int = 1000
     repeats: tuple = (4, 7, 3)
-    dropout_rate: float = 0.0
-    width_mult: float = 1.0
-    eps: float = 1e-3
-    dtype: Any = jnp.float32
 
-    @nn.compact
-    def __call__(self, x, *, train: bool = False):
-        if min(x.shape[1:3]) < 75:
-            raise ValueError(f"inception_v4 needs inputs of at least 75x75, got "
-                             f"{x.shape[1]}x{x.shape[2]}")
-        kw = dict(width_mult=self.width_mult, eps=self.eps, dtype=self.dtype)
-        m = self.width_mult
-        x = ConvBN(scaled(32, m), 3, 2, eps=self.eps, dtype=self.dtype, name="features_0")(
-            x, train)
-        x = ConvBN(scaled(32, m), 3, eps=self.eps, dtype=self.dtype, name="features_1")(
-            x, train)
-        x = ConvBN(scaled(64, m), 3, 1, 1, eps=self.eps, dtype=self.dtype, name="features_2")(
-            x, train)
+    arch = "inception_v4"
+    head_name = "last_linear"
+
+    def features(self, x, train: bool):
+        kw, cbn = self.block_kwargs, self.conv_bn
+        x = cbn(32, 3, 2, name="features_0")(x, train)
+        x = cbn(32, 3, name="features_1")(x, train)
+        x = cbn(64, 3, 1, 1, name="features_2")(x, train)
         x = _Pair(96, conv_first=False, **kw, name="features_3")(x, train)
         x = Mixed(MIXED_4A, **kw, name="features_4")(x, train)
         x = _Pair(192, conv_first=True, **kw, name="features_5")(x, train)
@@ -112,11 +103,7 @@ class InceptionV4(nn.Module):
         for _ in range(self.repeats[2]):
             x = InceptionV4C(**kw, name=f"features_{i}")(x, train)
             i += 1
-        x = global_avg_pool(x)
-        if self.num_classes == 0:
-            return x
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="last_linear")(x)
+        return x
 
 
 @register_model(input_size=(299, 299, 3), num_classes=1000, mean=INCEPTION_MEAN,

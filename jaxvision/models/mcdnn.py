@@ -25,7 +25,8 @@ from jax.scipy.ndimage import map_coordinates
 
 from jaxvision.layers import Conv
 from jaxvision.layers.activations import create_act
-from jaxvision.models._pooling import max_pool
+from jaxvision.layers.head import classifier_head
+from jaxvision.layers.pooling import max_pool
 from jaxvision.registry import MNIST_MEAN, MNIST_STD, register_model
 
 
@@ -56,9 +57,7 @@ class MCDNNColumn(nn.Module):
         x = x.reshape(x.shape[0], -1)
         x = nn.Dense(self.hidden, dtype=self.dtype, name="fc1")(x)
         x = create_act(self.act_layer, "act_fc1", self.dtype)(x)
-        if self.num_classes == 0:
-            return x
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="fc2")(x)
+        return classifier_head(x, self.num_classes, name="fc2", dtype=self.dtype)
 
 
 # --------------------------------------------------------------------------------------

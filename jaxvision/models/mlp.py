@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxvision.layers.activations import create_act
+from jaxvision.layers.head import classifier_head
 from jaxvision.registry import MNIST_MEAN, MNIST_STD, register_model
 
 
@@ -58,9 +59,7 @@ class MLP(nn.Module):
                 x = nn.Dense(width, dtype=self.dtype, name=f"fc{i + 1}")(x)
                 x = create_act(self.act_layer, f"act{i + 1}", self.dtype)(x)
             x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        if self.num_classes == 0:
-            return x
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x)
+        return classifier_head(x, self.num_classes, name="head", dtype=self.dtype)
 
 
 _MNIST = dict(input_size=(28, 28, 1), num_classes=10, mean=MNIST_MEAN, std=MNIST_STD,

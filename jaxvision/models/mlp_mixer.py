@@ -16,8 +16,10 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxvision.layers.attention_vit import Mlp, _DropPath
+from jaxvision.layers.attention_vit import Mlp
 from jaxvision.layers.conv import Conv, tuple2
+from jaxvision.layers.drop import DropPath
+from jaxvision.layers.head import classifier_head
 from jaxvision.registry import INCEPTION_MEAN, INCEPTION_STD, register_model
 
 # The paper's code (and timm's Mixer init) uses Xavier-uniform dense kernels.  timm also
@@ -46,7 +48,8 @@ class MixerBlock(nn.Module):
         mlp = lambda hidden, out, name: Mlp(  # noqa: E731
             hidden, out, dropout_rate=self.dropout_rate, kernel_init=xavier,
             bias_init=nn.initializers.normal(1e-6), dtype=self.dtype, name=name)
-        drop_path = _DropPath(self.drop_path_rate)
+        # The scope name decides the 'dropout' masks drawn: kept so seeded runs reproduce.
+        drop_path = DropPath(self.drop_path_rate, name="_DropPath_0")
 
         y = norm("norm1")(x).swapaxes(1, 2)  # (B, C, S): mix along the patch axis
         y = mlp(tokens_dim, seq_len, "mlp_tokens")(y, train=train).swapaxes(1, 2)
@@ -108,10 +111,8 @@ class MlpMixer(nn.Module):
         x = norm("norm")(x)
         if self.global_pool == "avg":
             x = x.mean(axis=1)
-        if self.num_classes == 0:
-            return x
-        x = nn.Dropout(self.drop_rate, deterministic=not train)(x)
-        return nn.Dense(self.num_classes, kernel_init=xavier, dtype=self.dtype, name="head")(x)
+        return classifier_head(x, self.num_classes, name="head", train=train,
+                               drop_rate=self.drop_rate, dtype=self.dtype, kernel_init=xavier)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -31,9 +31,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxvision.layers.conv import Conv
+from jaxvision.layers.attention import SqueezeExcite
+from jaxvision.layers.drop import module_drop_path
+from jaxvision.layers.head import classifier_head
+from jaxvision.layers.helpers import make_divisible
+from jaxvision.layers.pooling import avg_pool, max_pool
 from jaxvision.layers.std_conv import ScaledStdConv
-from jaxvision.models._pooling import max_pool
 from jaxvision.registry import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -62,58 +65,10 @@ _STEM_TYPES = ("", "7x7", "3x3", "7x7_pool", "3x3_pool", "deep", "deep_tiered", 
                "deep_pool")
 
 
-def make_divisible(v: float, divisor: int = 8, min_value: int | None = None,
-                   round_limit: float = 0.9) -> int:
-    """Round a channel count to a multiple of ``divisor`` (timm's rule, so widths match)."""
-    min_value = min_value or divisor
-    new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)
-    if new_v < round_limit * v:
-        new_v += divisor
-    return new_v
-
-
 def torch_padding(kernel_size: int, stride: int = 1, dilation: int = 1):
     """Symmetric padding timm gives a conv with ``padding=None``."""
     p = ((stride - 1) + dilation * (kernel_size - 1)) // 2
     return ((p, p), (p, p))
-
-
-def drop_path(module: nn.Module, x: jnp.ndarray, rate: float, deterministic: bool):
-    """Stochastic depth (Huang et al., 2016): drop whole residual branches per sample,
-    rescaling survivors by 1/keep so the expectation is unchanged."""
-    if deterministic or rate == 0.0:
-        return x
-    keep = 1.0 - rate
-    mask = jax.random.bernoulli(module.make_rng("dropout"), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
-    return jnp.where(mask, x / keep, jnp.zeros_like(x))
-
-
-def avg_pool_ceil(x: jnp.ndarray, stride: int) -> jnp.ndarray:
-    """2x2 average pool with ``ceil_mode=True, count_include_pad=False`` (torch semantics):
-    a trailing odd row/column forms its own window averaged over the pixels it has."""
-    def extra(n):  # torch: out = ceil((n - 2) / stride) + 1 windows, the last one clipped
-        out = -(-(n - 2) // stride) + 1
-        return (out - 1) * stride + 2 - n
-
-    ph, pw = extra(x.shape[1]), extra(x.shape[2])
-    return nn.avg_pool(x, (2, 2), (stride, stride), padding=((0, ph), (0, pw)),
-                       count_include_pad=False)
-
-
-class SqueezeExcite(nn.Module):
-    """Squeeze-and-Excitation gate (Hu et al., 2018) with 1x1 convs, as timm's ``SEModule``."""
-
-    rd_features: int
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x):
-        c = x.shape[-1]
-        s = jnp.mean(x, axis=(1, 2), keepdims=True)  # (B, 1, 1, C)
-        s = Conv(self.rd_features, (1, 1), dtype=self.dtype, name="fc1")(s)
-        s = nn.relu(s)
-        s = Conv(c, (1, 1), dtype=self.dtype, name="fc2")(s)
-        return x * nn.sigmoid(s)
 
 
 class NormFreeBlock(nn.Module):
@@ -152,7 +107,8 @@ class NormFreeBlock(nn.Module):
         out = act(x) * self.beta
         shortcut = x
         if self.downsample:
-            s = avg_pool_ceil(out, self.stride) if self.stride > 1 else out
+            s = (avg_pool(out, 2, self.stride, ceil_mode=True, count_include_pad=False)
+                 if self.stride > 1 else out)
             shortcut = conv(self.out_features, 1, padding=pad(1), name="downsample_conv")(s)
 
         out = conv(self.mid_features, 1, padding=pad(1), name="conv1")(out)
@@ -166,9 +122,9 @@ class NormFreeBlock(nn.Module):
         last_gain = 1.0 if (self.skipinit or not self.zero_init_last) else 0.0
         out = conv(self.out_features, 1, padding=pad(1), gain_init=last_gain, name="conv3")(act(out))
         if self.se_features:
-            out = self.attn_gain * SqueezeExcite(self.se_features, dtype=self.dtype,
-                                                 name="attn_last")(out)
-        out = drop_path(self, out, self.drop_path_rate, deterministic=not train)
+            out = self.attn_gain * SqueezeExcite(
+                rd_channels=self.se_features, dtype=self.dtype, name="attn_last")(out)
+        out = module_drop_path(self, out, self.drop_path_rate, deterministic=not train)
         if self.skipinit:
             init = nn.initializers.zeros if self.zero_init_last else nn.initializers.ones
             out = out * self.param("skipinit_gain", init, ())
@@ -295,12 +251,9 @@ class NormFreeNet(nn.Module):
         x = act(x)
 
         # -- head ----------------------------------------------------------------------
-        x = jnp.mean(x, axis=(1, 2))
-        if not self.num_classes:
-            return x
-        x = nn.Dropout(self.drop_rate, deterministic=not train)(x)
-        return nn.Dense(self.num_classes, dtype=self.dtype,
-                        kernel_init=nn.initializers.normal(0.01), name="head_fc")(x)
+        return classifier_head(x, self.num_classes, name="head_fc", train=train,
+                               drop_rate=self.drop_rate, pool=True, dtype=self.dtype,
+                               kernel_init=nn.initializers.normal(0.01))
 
 
 # -- variants -------------------------------------------------------------------------------

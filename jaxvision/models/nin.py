@@ -24,7 +24,7 @@ import jax.numpy as jnp
 
 from jaxvision.layers import Conv
 from jaxvision.layers.activations import create_act
-from jaxvision.models._pooling import avg_pool, global_avg_pool, max_pool
+from jaxvision.layers.pooling import avg_pool, global_avg_pool, max_pool
 from jaxvision.registry import CIFAR10_MEAN, CIFAR10_STD, MNIST_MEAN, MNIST_STD, register_model
 
 

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 
 from jaxvision.layers import Conv, pad
 from jaxvision.layers.conv_impl import loop_body
+from jaxvision.layers.head import classifier_head
 from jaxvision.registry import register_model
 
 SOLVERS = ("dopri5", "rk4")
@@ -159,7 +160,30 @@ class ODEFunc(nn.Module):
         return _norm(dim, self.norm_groups, self.dtype, "norm3")(out)
 
 
-class ODEBlock(nn.Module):
+class ODESolverSettings(nn.Module):
+    """The solver fields an :class:`ODEBlock` and an :class:`ODENet` both take: ``solver``
+    ('dopri5' adaptive, or 'rk4' with ``num_steps`` fixed steps), ``adjoint`` (gradients by
+    the adjoint method instead of backpropagating through the solver) and the dopri5
+    tolerances."""
+
+    solver: str = "dopri5"
+    adjoint: bool = True
+    num_steps: int = 8
+    rtol: float = 1e-3
+    atol: float = 1e-3
+
+    def solver_settings(self) -> dict:
+        """The fields above, checked, as keyword arguments."""
+        if self.solver not in SOLVERS:
+            raise ValueError(f"unknown ODE solver {self.solver!r}; choose one of {SOLVERS}")
+        if self.solver == "dopri5" and not self.adjoint:
+            raise ValueError("solver='dopri5' is differentiated with the adjoint method only; "
+                             "use solver='rk4' to backpropagate through the solver")
+        return dict(solver=self.solver, adjoint=self.adjoint, num_steps=self.num_steps,
+                    rtol=self.rtol, atol=self.atol)
+
+
+class ODEBlock(ODESolverSettings):
     """``h(1)`` of ``dh/dt = f(h, t)`` from ``h(0) = x``.
 
     The solver needs ``f`` as a pure function of its parameters, so ``f`` is an unbound
@@ -167,22 +191,13 @@ class ODEBlock(nn.Module):
     passed explicitly to the solver (the adjoint pass integrates their gradient).
     """
 
-    solver: str = "dopri5"
-    adjoint: bool = True
-    num_steps: int = 8
-    rtol: float = 1e-3
-    atol: float = 1e-3
     t1: float = 1.0
     norm_groups: int = 32
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x):
-        if self.solver not in SOLVERS:
-            raise ValueError(f"unknown ODE solver {self.solver!r}; choose one of {SOLVERS}")
-        if self.solver == "dopri5" and not self.adjoint:
-            raise ValueError("solver='dopri5' is differentiated with the adjoint method only; "
-                             "use solver='rk4' to backpropagate through the solver")
+        self.solver_settings()
         func = ODEFunc(self.norm_groups, dtype=self.dtype, parent=None)
         params = self.param("func",
                             lambda key: func.init(key, x, jnp.zeros((), x.dtype))["params"])
@@ -215,18 +230,13 @@ class ResBlock(nn.Module):
         return x + out
 
 
-class ODENet(nn.Module):
+class ODENet(ODESolverSettings):
     """Downsampling stem, then an ODE block (``block='ode'``) or ``num_res_blocks``
     residual blocks (``block='res'``), then GroupNorm-ReLU-avgpool-FC."""
 
     num_classes: int = 10
     width: int = 64
     block: str = "ode"
-    solver: str = "dopri5"
-    adjoint: bool = True
-    num_steps: int = 8
-    rtol: float = 1e-3
-    atol: float = 1e-3
     num_res_blocks: int = 6
     norm_groups: int = 32
     dtype: Any = jnp.float32
@@ -242,18 +252,15 @@ class ODENet(nn.Module):
         x = nn.relu(_norm(w, self.norm_groups, self.dtype, "norm2")(x))
         x = Conv(w, (4, 4), strides=(2, 2), padding=pad(1), dtype=self.dtype, name="conv3")(x)
         if self.block == "ode":
-            x = ODEBlock(self.solver, self.adjoint, self.num_steps, self.rtol, self.atol,
-                         norm_groups=self.norm_groups, dtype=self.dtype, name="ode_block")(x)
+            x = ODEBlock(**self.solver_settings(), norm_groups=self.norm_groups,
+                         dtype=self.dtype, name="ode_block")(x)
         elif self.block == "res":
             for i in range(self.num_res_blocks):
                 x = ResBlock(self.norm_groups, self.dtype, name=f"res_block{i + 1}")(x)
         else:
             raise ValueError(f"ODENet block must be 'ode' or 'res', got {self.block!r}")
         x = nn.relu(_norm(w, self.norm_groups, self.dtype, "head_norm")(x))
-        x = jnp.mean(x, axis=(1, 2))
-        if self.num_classes == 0:
-            return x
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)
+        return classifier_head(x, self.num_classes, name="fc", pool=True, dtype=self.dtype)
 
 
 _MNIST = dict(input_size=(28, 28, 1), num_classes=10, mean=(0.0,), std=(1.0,), crop_pct=1.0)

@@ -42,11 +42,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvision.layers.conv import Conv, pad
-from jaxvision.models._pooling import max_pool
+from jaxvision.layers.head import classifier_head
+from jaxvision.layers.pooling import max_pool
 from jaxvision.registry import CIFAR10_MEAN, CIFAR10_STD, register_model
 
 
-def _interp_matrix(n_in: int, n_out: int) -> np.ndarray:
+def interp_matrix(n_in: int, n_out: int) -> np.ndarray:
     """Linear interpolation weights with aligned corners: output i samples input position
     ``i * (n_in - 1) / (n_out - 1)`` (Caffe's Interp layer)."""
     m = np.zeros((n_out, n_in), np.float32)
@@ -66,8 +67,8 @@ def upsample_bilinear(x, size) -> jax.Array:
     h, w = x.shape[1:3]
     if (h, w) == tuple(size):
         return x
-    mh = jnp.asarray(_interp_matrix(h, size[0]), x.dtype)
-    mw = jnp.asarray(_interp_matrix(w, size[1]), x.dtype)
+    mh = jnp.asarray(interp_matrix(h, size[0]), x.dtype)
+    mw = jnp.asarray(interp_matrix(w, size[1]), x.dtype)
     return jnp.einsum("ph,qw,bhwc->bpqc", mh, mw, x)
 
 
@@ -209,10 +210,7 @@ class ResidualAttentionNet(nn.Module):
             x = PreActUnit(self.widths[-1], strides=self.final_stride if i == 0 else 1,
                            dtype=self.dtype, name=f"post_res{i + 1}")(x, train=train)
         x = nn.relu(norm("final_bn")(x))
-        x = jnp.mean(x, axis=(1, 2))  # global average pooling -> (B, C)
-        if self.num_classes == 0:
-            return x
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)
+        return classifier_head(x, self.num_classes, name="fc", pool=True, dtype=self.dtype)
 
 
 @register_model(crop_pct=0.875)
@@ -251,4 +249,4 @@ def test_residual_attention(**kwargs):
 
 
 __all__ = ["AttentionModule", "PreActUnit", "ResidualAttentionNet", "attention_residual",
-           "upsample_bilinear"]
+           "interp_matrix", "upsample_bilinear"]

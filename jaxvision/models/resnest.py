@@ -16,22 +16,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from jaxvision.layers.conv import Conv, pad
+from jaxvision.layers.drop import module_drop_path
+from jaxvision.layers.head import classifier_head
+from jaxvision.layers.pooling import avg_pool, max_pool
 from jaxvision.layers.split_attn import SplitAttn
-from jaxvision.models._pooling import avg_pool, max_pool
 from jaxvision.registry import register_model
-
-
-def _drop_path(module: nn.Module, x, rate: float, train: bool):
-    """Stochastic depth (Huang et al., 2016): drop a whole residual branch per sample."""
-    if not train or rate == 0.0:
-        return x
-    keep = 1.0 - rate
-    mask = jax.random.bernoulli(module.make_rng("dropout"), keep, (x.shape[0], 1, 1, 1))
-    return jnp.where(mask, x / keep, jnp.zeros_like(x))
 
 
 class ResNestBottleneck(nn.Module):
@@ -92,7 +84,7 @@ class ResNestBottleneck(nn.Module):
                 shortcut = avg_pool(x, 2, self.strides, ceil_mode=True, count_include_pad=False)
             shortcut = conv(out_ch, 1, "downsample_conv")(shortcut)
             shortcut = norm("downsample_bn")(shortcut)
-        out = _drop_path(self, out, self.drop_path_rate, train)
+        out = module_drop_path(self, out, self.drop_path_rate, deterministic=not train)
         return nn.relu(out + shortcut)
 
 
@@ -151,11 +143,8 @@ class ResNeSt(nn.Module):
                     drop_path_rate=rate, zero_init_last=self.zero_init_last,
                     dtype=self.dtype, name=f"layer{s + 1}_{b}")(x, train=train)
                 idx += 1
-        x = jnp.mean(x, axis=(1, 2))  # global average pooling -> (B, C)
-        if self.num_classes == 0:
-            return x
-        x = nn.Dropout(self.drop_rate, deterministic=not train)(x)
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)
+        return classifier_head(x, self.num_classes, name="fc", train=train,
+                               drop_rate=self.drop_rate, pool=True, dtype=self.dtype)
 
 
 def _resnest(layers, stem_width, **defaults):

@@ -22,13 +22,13 @@ from functools import partial
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from jaxvision.layers.attention import CBAM, SqueezeExcite
 from jaxvision.layers.conv import Conv, he_normal_fan_out, pad
 from jaxvision.layers.drop import DropPath, linear_drop_path_rates
-from jaxvision.models._pooling import max_pool
+from jaxvision.layers.head import classifier_head
+from jaxvision.layers.pooling import avg_pool, max_pool
 from jaxvision.registry import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -45,21 +45,6 @@ SHORTCUT_TYPES = ("A", "B")
 def get_padding(kernel_size: int, stride: int = 1, dilation: int = 1) -> int:
     """Symmetric padding of a torch convolution that keeps ``ceil(n / stride)`` outputs."""
     return ((stride - 1) + dilation * (kernel_size - 1)) // 2
-
-
-def avg_pool_ceil(x, window: int = 2, stride: int = 2):
-    """torch ``AvgPool2d(window, stride, ceil_mode=True, count_include_pad=False)``: on odd
-    sizes the last window hangs over the edge and averages only the pixels it covers."""
-    h, w = x.shape[1:3]
-    # torch's ceil-mode output size, ceil((n - window) / stride) + 1, then the right/bottom
-    # padding that makes the last window fit.
-    extra = lambda n: max((-(-(n - window) // stride)) * stride + window - n, 0)
-    padding = ((0, extra(h)), (0, extra(w)))
-    add = jax.lax.add  # recognised as a (differentiable) windowed sum
-    summed = nn.pool(x, 0.0, add, (window, window), (stride, stride), padding)
-    count = nn.pool(jnp.ones((1, h, w, 1), x.dtype), 0.0, add, (window, window),
-                    (stride, stride), padding)
-    return summed / count
 
 
 class _ResidualBlock(nn.Module):
@@ -97,7 +82,7 @@ class _ResidualBlock(nn.Module):
             return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2)))
         if self.downsample == "avg":
             if s > 1:
-                x = avg_pool_ceil(x, 2, s)
+                x = avg_pool(x, 2, s, ceil_mode=True, count_include_pad=False)
             x = conv(out_ch, (1, 1), name="downsample_conv")(x)
         elif self.downsample == "conv":
             k = 1 if s == 1 else self.down_kernel_size
@@ -277,11 +262,8 @@ class ResNet(nn.Module):
             inplanes = out_ch
 
         # ---- head ------------------------------------------------------------------------
-        x = jnp.mean(x, axis=(1, 2))  # global average pooling -> (B, C)
-        if self.num_classes == 0:
-            return x
-        x = nn.Dropout(self.drop_rate, deterministic=not train)(x)
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)
+        return classifier_head(x, self.num_classes, name="fc", train=train,
+                               drop_rate=self.drop_rate, pool=True, dtype=self.dtype)
 
 
 # ---------------------------------------------------------------------------------------

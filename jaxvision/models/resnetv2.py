@@ -19,11 +19,12 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxvision.layers.attention import make_divisible
 from jaxvision.layers.conv import Conv, he_normal_fan_out, pad
 from jaxvision.layers.drop import DropPath, linear_drop_path_rates
-from jaxvision.models._pooling import max_pool
-from jaxvision.models.resnet import avg_pool_ceil, get_padding
+from jaxvision.layers.head import classifier_head
+from jaxvision.layers.helpers import make_divisible
+from jaxvision.layers.pooling import avg_pool, max_pool
+from jaxvision.models.resnet import get_padding
 from jaxvision.registry import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -66,7 +67,8 @@ class PreActBlock(nn.Module):
         shortcut = x
         if self.project:
             if self.avg_down:
-                v = avg_pool_ceil(x_preact, 2, s) if s > 1 else x_preact
+                v = (avg_pool(x_preact, 2, s, ceil_mode=True, count_include_pad=False) if s > 1
+                     else x_preact)
                 shortcut = conv(self.out_chs, (1, 1), name="downsample_conv")(v)
             else:
                 shortcut = conv(self.out_chs, (1, 1), strides=(s, s),
@@ -166,11 +168,8 @@ class ResNetV2(nn.Module):
 
         # ---- final BN-ReLU and head ------------------------------------------------------
         x = nn.relu(norm(name="norm")(x))
-        x = jnp.mean(x, axis=(1, 2))  # (B, C)
-        if self.num_classes == 0:
-            return x
-        x = nn.Dropout(self.drop_rate, deterministic=not train)(x)
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="head_fc")(x)
+        return classifier_head(x, self.num_classes, name="head_fc", train=train,
+                               drop_rate=self.drop_rate, pool=True, dtype=self.dtype)
 
 
 # ---------------------------------------------------------------------------------------

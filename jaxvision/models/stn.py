@@ -20,8 +20,9 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxvision.layers import Conv, pad
+from jaxvision.layers.head import classifier_head
+from jaxvision.layers.pooling import max_pool
 from jaxvision.layers.spatial_transformer import SpatialTransformer
-from jaxvision.models._pooling import max_pool
 from jaxvision.registry import register_model
 
 
@@ -78,9 +79,7 @@ class STCNN(nn.Module):
             x = Conv(f, (k, k), padding=pad(k // 2), dtype=self.dtype, name=f"conv{i + 1}")(x)
             x = max_pool(nn.relu(x), 2, 2)
         x = x.reshape(x.shape[0], -1)
-        if self.num_classes == 0:
-            return x
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)
+        return classifier_head(x, self.num_classes, name="fc", dtype=self.dtype)
 
 
 @register_model(input_size=(42, 42, 1), num_classes=10, mean=(0.0,), std=(1.0,), crop_pct=1.0)

@@ -23,8 +23,9 @@ import jax.numpy as jnp
 
 from jaxvision.layers import Conv, pad
 from jaxvision.layers.activations import create_act
+from jaxvision.layers.head import classifier_head
 from jaxvision.layers.lrn import LocalResponseNorm
-from jaxvision.models._pooling import adaptive_avg_pool, max_pool
+from jaxvision.layers.pooling import adaptive_avg_pool, max_pool
 from jaxvision.registry import IMAGENET_MEAN, IMAGENET_STD, register_model
 
 # An int is a 3x3 conv with that many channels, 'M' a 2x2 max-pool, 'L' an LRN layer,
@@ -87,11 +88,8 @@ class VGG(nn.Module):
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
         x = Conv(self.head_hidden, (1, 1), dtype=self.dtype, name="pre_logits_fc2")(x)
         x = act("fc2")(x)
-        x = jnp.mean(x, axis=(1, 2))
-        if self.num_classes == 0:
-            return x
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="head_fc")(x)
+        return classifier_head(x, self.num_classes, name="head_fc", train=train,
+                               drop_rate=self.dropout_rate, pool=True, dtype=self.dtype)
 
 
 def _vgg(cfg: str, bn: bool = False, **kwargs):

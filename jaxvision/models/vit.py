@@ -25,10 +25,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvision.layers.attention_vit import Attention, Mlp, _DropPath, dense_init
+from jaxvision.layers.attention_vit import Attention, Mlp, dense_init
 from jaxvision.layers.conv import Conv, tuple2
-from jaxvision.registry import (IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCEPTION_STD,
-                                register_model)
+from jaxvision.layers.drop import DropPath
+from jaxvision.layers.head import classifier_head
+from jaxvision.registry import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    INCEPTION_MEAN,
+    INCEPTION_STD,
+    register_model,
+)
 
 POOL_TYPES = ("token", "avg", "max", "avgmax")
 
@@ -115,7 +122,8 @@ class EncoderBlock(nn.Module):
     def __call__(self, x, *, train: bool = False):
         dim = x.shape[-1]
         norm = lambda name: nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name=name)  # noqa: E731
-        drop_path = _DropPath(self.drop_path_rate)
+        # The scope name decides the 'dropout' masks drawn: kept so seeded runs reproduce.
+        drop_path = DropPath(self.drop_path_rate, name="_DropPath_0")
         y = Attention(self.num_heads, qkv_bias=self.qkv_bias,
                       attn_dropout_rate=self.attn_dropout_rate,
                       proj_dropout_rate=self.proj_dropout_rate, dtype=self.dtype,
@@ -238,11 +246,8 @@ class VisionTransformer(nn.Module):
                 x = 0.5 * (tokens.max(axis=1) + tokens.mean(axis=1))
         if use_fc_norm:
             x = norm("fc_norm")(x)
-        if self.num_classes == 0:
-            return x
-        x = nn.Dropout(self.drop_rate, deterministic=not train)(x)
-        return nn.Dense(self.num_classes, kernel_init=dense_init, dtype=self.dtype,
-                        name="head")(x)
+        return classifier_head(x, self.num_classes, name="head", train=train,
+                               drop_rate=self.drop_rate, dtype=self.dtype, kernel_init=dense_init)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 
 from jaxvision.layers.conv import Conv, pad
 from jaxvision.layers.drop import DropPath, linear_drop_path_rates
+from jaxvision.layers.head import classifier_head
 from jaxvision.registry import CIFAR10_MEAN, CIFAR10_STD, register_model
 
 # The block types studied in Table 1 of the paper.
@@ -130,9 +131,7 @@ class WideResNet(nn.Module):
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                          dtype=self.dtype, name="bn")(x)
         x = jnp.mean(nn.relu(x), axis=(1, 2))  # (B, 64k)
-        if self.num_classes == 0:
-            return x
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)
+        return classifier_head(x, self.num_classes, name="fc", dtype=self.dtype)
 
 
 _CIFAR = dict(input_size=(32, 32, 3), num_classes=10, mean=CIFAR10_MEAN, std=CIFAR10_STD,

@@ -53,6 +53,14 @@ def max_pool(x, window=3, stride=2, padding=0, ceil_mode: bool = False):
     return _max_pool(x, k, s, tuple(pads), tuple(x.shape[1:3]))
 
 
+def xla_max_pool(x, window=3, stride=2, padding=0, ceil_mode: bool = False):
+    """The same pooling as :func:`max_pool` by XLA's own ``reduce_window``, whose gradient
+    is XLA's ``select_and_scatter``: the reference :func:`max_pool`'s gradient is held to."""
+    k, s, p = tuple2(window), tuple2(stride), tuple2(padding)
+    pads, _ = _pads(x.shape[1:3], k, s, p, ceil_mode)
+    return _reduce_max(x, k, s, tuple(pads))
+
+
 def _reduce_max(x, k, s, pads):
     return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, *k, 1), (1, *s, 1),
                                  ((0, 0), *pads, (0, 0)))
@@ -165,4 +173,4 @@ def global_avg_pool(x):
     return jnp.mean(x, axis=(1, 2))
 
 
-__all__ = ["adaptive_avg_pool", "avg_pool", "global_avg_pool", "max_pool"]
+__all__ = ["adaptive_avg_pool", "avg_pool", "global_avg_pool", "max_pool", "xla_max_pool"]
