@@ -12,8 +12,9 @@ digits, asynchronous orbax checkpoints every 2 steps) and hits it with one or tw
 * ``during_restore``: SIGKILL a rerun at a random moment of its start-up (loading data,
   verifying and restoring the newest checkpoint), once the workdir holds a checkpoint;
 * ``sigint``: SIGINT (Ctrl-C) at a random moment: the run must checkpoint and exit 130;
-* ``corrupt_newest``: after a kill, flip a byte in or truncate a random file of the newest of
-  two or more checkpoints: the rerun must set it aside and resume from the previous one;
+* ``corrupt_newest``: SIGKILL the run once it holds two complete checkpoints, then flip a
+  byte in or truncate a random file of the newer: the rerun must set it aside and resume
+  from the previous one;
 * ``second_trainer``: start a second trainer on the workdir while the first trains: it must
   fail at once naming the first, which goes on undisturbed.
 
@@ -93,6 +94,9 @@ def kill_once(workdir, sleep, mode, rng, max_wait=MAX_WAIT, delay=None):
                             text=True)
     ckdir = os.path.join(workdir, "checkpoints")
     metrics = os.path.join(workdir, "metrics.jsonl")
+    # a rerun finds the log of the run before it: its training starts with the first write
+    # after this start (the log cut back to the restored step, or a new row)
+    stale = os.stat(metrics).st_mtime_ns if os.path.exists(metrics) else None
     start, training_since = time.time(), None
     # a moment within the training steps (after start-up and compilation)
     delay = rng.uniform(0.0, 16 * sleep + 1.0) if delay is None else delay
@@ -107,8 +111,17 @@ def kill_once(workdir, sleep, mode, rng, max_wait=MAX_WAIT, delay=None):
                     proc.send_signal(signal.SIGKILL)
                     proc.wait()
                     return "during_write"
+            elif mode == "two_checkpoints":
+                # two complete checkpoints and no write in flight: the newer one can be
+                # damaged, and the rerun must fall back to the older
+                if sum(n.isdigit() for n in names) >= 2 and not any(
+                        "orbax-checkpoint-tmp" in n for n in names):
+                    proc.send_signal(signal.SIGKILL)
+                    proc.wait()
+                    return "random"
             elif mode in ("random", "sigint"):
-                if training_since is None and os.path.exists(metrics):
+                if training_since is None and os.path.exists(metrics) and (
+                        stale is None or os.stat(metrics).st_mtime_ns != stale):
                     training_since = time.time()
                 if training_since is not None and time.time() - training_since >= delay:
                     if mode == "random":
@@ -192,12 +205,9 @@ def run_trial(wd, mode, rng, sleep, startup, ref_losses, ref_params) -> dict:
                 failed = f"second trainer not refused (ok={ok}) or first failed ({status})"
     elif mode == "corrupt_newest":
         # stop a run once it holds two checkpoints, then damage the newer one
-        for _ in range(3):
-            what = kill_once(wd, sleep, "random", rng)
-            if what == "random":
-                count("random")
-            if has_checkpoints(wd, 2) or what == "finished":
-                break
+        what = kill_once(wd, sleep, "two_checkpoints", rng)
+        if what == "random":
+            count("random")
         if has_checkpoints(wd, 2):
             out["corruption"] = corrupt_newest(wd, rng)
             count(mode)
