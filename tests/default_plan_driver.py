@@ -1,7 +1,8 @@
 """Run in a process of its own (one CPU device, no JAXVISION_CONV_IMPL): whole-model forward
 and gradients of a few families through the default ``auto`` convolution plan, recorded as
-traced, against the same computation with ``JAXVISION_CONV_IMPL=lax``.  Prints one JSON line
-per model: the plan forms that ran and the relative errors."""
+traced, and the same computation with ``JAXVISION_CONV_IMPL=lax``, both against a float64
+computation (``lax``, x64).  Prints one JSON line per model: the plan forms that ran and, per
+tensor, the relative errors of each float32 path."""
 import json
 import os
 import sys
@@ -42,7 +43,7 @@ def run(name, hw, batch):
     w = jnp.asarray(np.random.default_rng(1).standard_normal((batch, model.num_classes)),
                     jnp.float32)
 
-    def step(p, x):  # training-mode forward, gradients wrt parameters and input
+    def step(model, p, rest, x, w):  # training-mode forward, gradients wrt parameters, input
         def loss(p, x):
             out, _ = model.apply({"params": p, **rest}, x, train=True, mutable=["batch_stats"],
                                  rngs={"dropout": jax.random.key(1)})
@@ -50,19 +51,29 @@ def run(name, hw, batch):
         (_, out), grads = jax.value_and_grad(loss, (0, 1), has_aux=True)(p, x)
         return out, grads
 
-    results = {}
+    def flat(result):  # logits, input gradient, then every parameter gradient by name
+        out, (gp, gx) = result
+        return {"logits": out, "input_grad": gx, **{
+            jax.tree_util.keystr(k): g for k, g in jax.tree_util.tree_leaves_with_path(gp)}}
+
+    results, forms = {}, {}
     for impl in ("auto", "lax"):
         os.environ["JAXVISION_CONV_IMPL"] = impl  # read at trace time
         FORMS.clear()
-        out = jax.jit(lambda p, x: step(p, x))(params, x)  # a fresh function: traced anew
-        results[impl] = (jax.device_get(out), sorted({f for p in FORMS for f in p}))
-    (out_a, (gp_a, gx_a)), forms = results["auto"]
-    (out_l, (gp_l, gx_l)), lax_forms = results["lax"]
-    errs = {"logits": rel(out_a, out_l), "input_grad": rel(gx_a, gx_l),
-            "param_grad": max((rel(a, b), jax.tree_util.keystr(k)) for (k, a), b in zip(
-                jax.tree_util.tree_leaves_with_path(gp_a), jax.tree.leaves(gp_l)))}
-    print(json.dumps({"model": name, "devices": jax.device_count(), "forms": forms,
-                      "lax_forms": lax_forms, "errors": errs}), flush=True)
+        out = jax.jit(lambda *a: step(model, *a))(params, rest, x, w)  # traced anew
+        results[impl] = flat(jax.device_get(out))
+        forms[impl] = sorted({f for p in FORMS for f in p})
+    # the truth both float32 paths are measured against: XLA's convolutions in float64
+    with jax.enable_x64(True):
+        m64 = jaxvision.create_model(name, dtype=jnp.float64)
+        f64 = lambda t: jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), t)  # noqa: E731
+        out = jax.jit(lambda *a: step(m64, *a))(f64(params), f64(rest), f64(x), f64(w))
+        truth = flat(jax.device_get(out))
+    # per tensor: [auto vs float64, lax vs float64, auto vs lax]
+    errors = {k: [rel(results["auto"][k], truth[k]), rel(results["lax"][k], truth[k]),
+                  rel(results["auto"][k], results["lax"][k])] for k in truth}
+    print(json.dumps({"model": name, "devices": jax.device_count(), "forms": forms["auto"],
+                      "lax_forms": forms["lax"], "errors": errors}), flush=True)
 
 
 # Scaled-down thresholds of the CPU rule (``--small``): the size limits above which ``auto``

@@ -1,12 +1,16 @@
 """Whole models through the default ``auto`` convolution plan, as a user's single-device
 process gets it (the test process has 8 simulated devices, where ``auto`` never takes
 oneDNN's primitives): forward and gradients (training mode) of a few families in a process of
-its own, recording the plans traced, against ``JAXVISION_CONV_IMPL=lax``.
+its own, recording the plans traced, and ``JAXVISION_CONV_IMPL=lax``, both measured against
+the same computation in float64.
 
 The CPU rule's size limits (oneDNN from 1G multiply-adds per conv, Winograd from 250M) are
 lowered in that process (``default_plan_driver.SMALL``), so that tiny models take the same
 decisions ImageNet-size ones do.
-Tolerance: 1e-4 of each tensor's largest magnitude (measured: <= 3e-6).
+Tolerance, per tensor, relative to its largest magnitude: 1e-4 of the float64 value, or at most
+twice the error of XLA's float32 convolutions (test_seresnext's ``layer1_0/bn1/scale``
+gradient: default plan 0.7%, XLA float32 1.0% off the float64 value; every other tensor
+within 5e-6).
 """
 import json
 import os
@@ -32,18 +36,20 @@ def _check(rows):
     for r in rows:
         assert r["devices"] == 1, r
         assert r["lax_forms"] in ([], ["lax"]), r
-        e = r["errors"]
-        assert e["logits"] <= RTOL and e["input_grad"] <= RTOL, r
-        assert e["param_grad"][0] <= RTOL, r
+        # each tensor: the default plan is within RTOL of the float64 truth, or at most twice
+        # as far from it as XLA's own float32 convolutions are (a gradient that is a nearly
+        # cancelling sum, such as a batch-norm scale's, carries float32 rounding of ~1%
+        # whichever way it is summed)
+        bad = {k: e for k, e in r["errors"].items() if e[0] > max(RTOL, 2 * e[1])}
+        assert not bad, (r["model"], bad)
+        assert len(r["errors"]) > 2, r  # logits, input gradient and parameter gradients
 
 
 def test_auto_plan_in_whole_models_matches_lax():
     pytest.importorskip("jaxvision.layers.onednn")
     from jaxvision.layers import onednn
-    rows = _run("--small", "test_resnet:32:4", "test_resnet_bottleneck:32:4",
-                "test_densenet:32:4")
-    assert [r["model"] for r in rows] == ["test_resnet", "test_resnet_bottleneck",
-                                          "test_densenet"]
+    rows = _run("--small", "test_resnet:32:4", "test_seresnext:32:4", "test_densenet:32:4")
+    assert [r["model"] for r in rows] == ["test_resnet", "test_seresnext", "test_densenet"]
     _check(rows)
     forms = {f for r in rows for f in r["forms"]}
     assert {"winograd2", "winograd4"} & forms, forms
