@@ -173,8 +173,9 @@ def corrupt_newest(workdir, rng):
 def second_trainer(workdir, max_wait=MAX_WAIT):
     """Start a trainer, then a second one on the same workdir while the first trains.
     Returns (overlapped, refused_properly, first_status)."""
-    # slow steps, so that the first still trains while the second starts up
-    first = subprocess.Popen(command(workdir, 6.0), stdout=subprocess.DEVNULL,
+    # slow steps, so that the first still trains while the second starts up (the second
+    # stops at the lock, before compiling: its start-up is imports and the config, ~5 s)
+    first = subprocess.Popen(command(workdir, 2.0), stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     metrics = os.path.join(workdir, "metrics.jsonl")
     start = time.time()
