@@ -66,7 +66,7 @@ def run(name, hw, batch):
     # the truth both float32 paths are measured against: XLA's convolutions in float64
     with jax.enable_x64(True):
         m64 = jaxvision.create_model(name, dtype=jnp.float64)
-        f64 = lambda t: jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), t)  # noqa: E731
+        f64 = lambda t: jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), t)
         out = jax.jit(lambda *a: step(m64, *a))(f64(params), f64(rest), f64(x), f64(w))
         truth = flat(jax.device_get(out))
     # per tensor: [auto vs float64, lax vs float64, auto vs lax]
