@@ -1,7 +1,7 @@
 """The default install, measured: a fresh venv, a non-editable ``pip install`` of this
 repository, the default job run from it, and the size of what was installed.
 
-    python experiments/install_size.py [--venv /tmp/venv_i24] [--out experiments/results/install_size.json]
+    python experiments/install_size.py [--venv /tmp/jaxvision-install-venv] [--out experiments/results/install_size.json]
 
 Writes date, CPU, Python and pip versions, the venv's site-packages size (MB, ``du``-style
 block sizes), each installed distribution's size (MB, from its RECORD), and the training
@@ -66,7 +66,7 @@ def _run(cmd, **kw) -> subprocess.CompletedProcess:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--venv", default="/tmp/venv_i24")
+    ap.add_argument("--venv", default="/tmp/jaxvision-install-venv")
     ap.add_argument("--out", default=OUT)
     args = ap.parse_args(argv)
 
@@ -103,7 +103,7 @@ def main(argv=None):
         "python": platform.python_version(),
         "pip": pip_version,
         "jaxvision_commit": _run(["git", "-C", REPO, "rev-parse", "HEAD"]).stdout.strip(),
-        "install_command": f"python -m venv VENV && VENV/bin/python -m pip install {REPO}",
+        "install_command": "python -m venv VENV && VENV/bin/python -m pip install CHECKOUT",
         "install_s": round(install_s, 1),
         "site_packages_mb": _du_mb(site),
         "venv_mb": _du_mb(args.venv),

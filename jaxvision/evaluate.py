@@ -255,8 +255,9 @@ def cli(argv=None):
     flags.DEFINE_enum("eval_crops", None, list(CROPS), "Override the configs' eval_crops.")
     flags.DEFINE_integer("batch_size", None, "Eval batch size.")
     config_flags.DEFINE_config_dict(
-        "config", ml_collections.ConfigDict({"dataset": default_config().dataset}), "Only --config.dataset.<key>=<value>: evaluate on another "
-        "split or dataset than the first workdir's.")
+        "config", ml_collections.ConfigDict({"dataset": default_config().dataset}),
+        "Only --config.dataset.<key>=<value>: evaluate on another split or dataset than the "
+        "first workdir's.")
     from jaxvision.utils import absl_help_lists  # --help of the jaxvision-evaluate script
     absl_help_lists(flags.FLAGS, ["workdirs", "workdir", "eval_crops", "batch_size", "config"])
     import sys
