@@ -34,7 +34,8 @@ def _config_table():
 
 # Each config's docstring gives the command of its own run, then one per variant
 # (``--config experiments/configs/<name>.py:<arg>``); every one of them is checked.
-ARGS = {n: [d["arg"] for d in _config_table().describe(os.path.join(CONFIG_DIR, n + ".py"))[1:]]
+_describe = _config_table().describe
+ARGS = {n: [d["arg"] for d in _describe(os.path.join(CONFIG_DIR, n + ".py"))[1:]]
         for n in CONFIGS}
 ALL = [(n, None) for n in CONFIGS] + [(n, a) for n in CONFIGS for a in ARGS[n]]
 
