@@ -90,7 +90,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.bn_group_size = 0                # >0: batch-norm statistics over groups of k examples
     c.ema_decay = 0.0                  # >0: keep an exponential moving average of the weights
     c.eval_with_ema = True             # evaluate with the EMA weights when they exist
-    c.eval_crops = "center"            # center | flip | ten_crop
+    c.eval_crops = "center"            # center | flip | shift (1-pixel shifts) | ten_crop
 
     c.seed = 0
     c.log_every_steps = 50
@@ -108,6 +108,12 @@ def default_config() -> ml_collections.ConfigDict:
     c.profile_steps = ()               # (start, stop): jax.profiler trace of steps [start, stop)
     #   written to WORKDIR/profile (TensorBoard's profile plugin or Perfetto opens it;
     #   experiments/trace_summary.py sums it per op)
+
+    c.kernels = ml_collections.ConfigDict()  # see jaxvision/kernels.py; '' = environment/auto
+    c.kernels.conv = ""                # auto | onednn | xla | lax | matmul (every layers.Conv)
+    c.kernels.attention = ""           # auto | xla | cudnn (ViT-style attention)
+    c.kernels.cpu_conv_library = ""    # auto | onednn | ynnpack (XLA:CPU's own convolutions;
+    #   the command line applies it before JAX starts)
     return c
 
 
@@ -183,6 +189,13 @@ def validate(config) -> None:
     need(dtype in DTYPE_ALIASES, f"unknown dtype {config.dtype!r}; choose one of "
          f"{sorted(set(DTYPE_ALIASES.values()))} (aliases: {sorted(DTYPE_ALIASES)})")
     config.dtype = DTYPE_ALIASES[dtype]
+    from jaxvision.evaluate import CROPS
+    need(config.eval_crops in CROPS,
+         f"unknown eval_crops {config.eval_crops!r}; choose one of {', '.join(CROPS)}")
+    if "kernels" in config:
+        from jaxvision import kernels
+        for key in ("conv", "attention", "cpu_conv_library"):
+            config.kernels[key] = kernels.check(key, config.kernels[key])
     ds = config.dataset
     whole("dataset.train_size (0: all)", ds.train_size, 0)
     need(_is_int(ds.workers) and ds.workers >= -1,

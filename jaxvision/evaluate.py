@@ -24,7 +24,7 @@ from jaxvision import sharding
 from jaxvision.data import loader, pipeline
 from jaxvision.registry import create_model, model_cfg
 
-CROPS = ("center", "flip", "ten_crop")
+CROPS = ("center", "flip", "shift", "ten_crop")
 
 
 def normalize(images, mean, std, dtype):
@@ -41,6 +41,9 @@ def views(x, crops: str, crop_size: int | None = None):
     if crops == "flip":
         from jaxvision.data.crops import flip_tta
         return flip_tta(x)
+    if crops == "shift":
+        from jaxvision.data.crops import shift_tta
+        return shift_tta(x, 1)
     if crops == "ten_crop":
         from jaxvision.data.crops import ten_crop
         size = crop_size or int(round(x.shape[1] * 0.875))

@@ -30,7 +30,8 @@ MAY_CHANGE = frozenset({
     "num_train_steps", "num_epochs", "log_every_steps", "eval_every_steps",
     "checkpoint_every_steps", "max_to_keep", "async_checkpoint", "eval_batch_size",
     "eval_crops", "eval_with_ema", "dataset.workers", "dataset.prefetch", "profile_steps",
-    "max_consecutive_nonfinite", "init_from", "restart"})
+    "max_consecutive_nonfinite", "init_from", "restart", "kernels.conv", "kernels.attention",
+    "kernels.cpu_conv_library"})
 
 HISTORY_KEY = "_history"
 RECORD = "config.json"

@@ -27,7 +27,7 @@ import optax
 from jaxvision import checkpoint as ckpt
 from jaxvision import config as config_lib
 from jaxvision import evaluate as evaluation
-from jaxvision import losses, optim, run_identity, sharding
+from jaxvision import kernels, losses, optim, run_identity, sharding
 from jaxvision.data import loader as loader_lib
 from jaxvision.data import pipeline
 from jaxvision.metrics_log import MetricWriter, run_summary, truncate_metrics
@@ -184,6 +184,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     config_lib.validate_keys(config)
     config_lib.validate(config)
     _profile_window(config.profile_steps)  # a bad window is refused before the workdir is made
+    _record_kernels(config)
     signals = SignalFlag().install()
     lock = None
     try:
@@ -194,7 +195,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
                                       write=jax.process_index() == 0)
         signals.stop_before_training("while checking the workdir")
         start = time.time()
-        result = _train(config, workdir, signals)
+        with kernels.use(**kernels.from_config(config)):
+            result = _train(config, workdir, signals)
         if jax.process_index() == 0:
             log(run_summary(workdir, time.time() - start))
         return result
@@ -203,6 +205,22 @@ def train_and_evaluate(config, workdir: str) -> dict:
         if lock is not None:
             lock.release()
 # ---- run safety (end) -------------------------------------------------------------------
+
+
+def _record_kernels(config):
+    """Resolve ``config.kernels`` to the kernels this run uses, so that its ``config.json``
+    records them; refuse a CPU convolution library that XLA did not start with."""
+    asked = config.kernels.cpu_conv_library
+    used = kernels.in_effect(config)
+    if asked not in ("", "auto") and jax.default_backend() == "cpu" and (
+            used["cpu_conv_library"] != asked):
+        raise ValueError(
+            f"kernels.cpu_conv_library={asked!r}, but XLA:CPU started with "
+            f"{used['cpu_conv_library']!r}: the library is chosen before JAX starts (the "
+            f"command line does it; a program calls jaxvision.layers.conv_impl."
+            f"configure_cpu_convolutions({asked!r}) before its first computation)")
+    for key, value in used.items():
+        config.kernels[key] = value
 
 
 def _train(config, workdir: str, preempt: SignalFlag) -> dict:
@@ -545,7 +563,12 @@ def cli(argv=None):
         from absl import logging
 
         from jaxvision.layers.conv_impl import configure_cpu_convolutions
-        configure_cpu_convolutions()  # XLA_FLAGS are read when JAX starts its backends
+        try:  # XLA_FLAGS are read when JAX starts its backends
+            configure_cpu_convolutions(
+                kernels.cpu_conv_library(flags_.config.kernels.cpu_conv_library))
+        except ValueError as e:
+            print(f"Error: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+            exit_now(1)
         if logging.get_verbosity() == logging.INFO and not flags_["verbosity"].present:
             logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
         if flags_.coordinator_address:

@@ -28,7 +28,13 @@ def test_two_step_run_writes_workdir(tmp_path):
     assert [r["step"] for r in train_rows] == [1, 2]
     assert all({"step", "train_loss", "learning_rate"} <= set(r) for r in train_rows)
     assert eval_rows and {"step", "eval_loss", "eval_accuracy"} <= set(eval_rows[0])
-    assert json.load(open(tmp_path / "config.json"))["model"] == "test_cnn"
+    recorded = json.load(open(tmp_path / "config.json"))
+    assert recorded["model"] == "test_cnn"
+    # the kernels the run traced with, resolved (not '') so that the record says what ran
+    from jaxvision import kernels
+    assert recorded["kernels"] == kernels.in_effect()
+    assert set(recorded["kernels"].values()) <= {*kernels.CONV_IMPLS, *kernels.ATTENTION_IMPLS,
+                                                 *kernels.LIBRARIES} - {""}
     assert os.listdir(tmp_path / "checkpoints") == ["2"]
     assert any(f.startswith("events") for f in os.listdir(tmp_path / "tensorboard"))
 

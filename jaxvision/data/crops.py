@@ -116,6 +116,20 @@ def flip_tta(images):
     return jnp.stack([images, images[:, :, ::-1]])
 
 
+def shift_tta(images, pixels: int = 1):
+    """The images and four copies translated by ``pixels`` up, down, left and right (the
+    uncovered border repeats the edge row or column), ``(5, B, H, W, C)``: test-time
+    augmentation for inputs where translation, not mirroring, is the invariance (digits)."""
+    _check_images("shift_tta", images)
+    if not isinstance(pixels, int) or isinstance(pixels, bool) or pixels < 1:
+        raise ValueError(f"shift_tta needs a positive whole number of pixels, got {pixels!r}")
+    h, w = images.shape[1:3]
+    p = pixels
+    padded = jnp.pad(images, ((0, 0), (p, p), (p, p), (0, 0)), mode="edge")
+    offsets = ((p, p), (0, p), (2 * p, p), (p, 0), (p, 2 * p))  # (row, col) of each window
+    return jnp.stack([padded[:, r:r + h, c:c + w] for r, c in offsets])
+
+
 def multi_scale(images, sizes: Sequence[int], method: str = "bilinear") -> tuple:
     """Copies of the batch with the shorter side resized to each of ``sizes``, for VGG-style
     dense multi-scale evaluation (Simonyan & Zisserman, 2015: Q in {S - 32, S, S + 32}).

@@ -10,7 +10,6 @@
 """
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import flax.linen as nn
@@ -88,12 +87,10 @@ class Attention(nn.Module):
 
 
 def requested_attention_impl() -> str:
-    """The kernel asked for by ``JAXVISION_ATTENTION_IMPL`` (read now, at trace time)."""
-    impl = os.environ.get(ATTENTION_ENV_VAR, "auto").strip().lower() or "auto"
-    if impl not in ATTENTION_IMPLS:
-        raise ValueError(f"{ATTENTION_ENV_VAR}={impl!r} is not one of "
-                         f"{', '.join(ATTENTION_IMPLS)}")
-    return impl
+    """The kernel asked for now, at trace time: ``jaxvision.kernels.use``'s or a run's
+    ``config.kernels.attention``, else ``JAXVISION_ATTENTION_IMPL``, else ``'auto'``."""
+    from jaxvision import kernels
+    return kernels.attention()
 
 
 def attention_impl(q) -> str:

@@ -105,11 +105,10 @@ except AttributeError:  # moved out of the public jax.core in some releases
 
 
 def requested_impl() -> str:
-    """The implementation asked for by ``JAXVISION_CONV_IMPL`` (read now, at trace time)."""
-    impl = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
-    if impl not in IMPLS:
-        raise ValueError(f"{ENV_VAR}={impl!r} is not one of {', '.join(IMPLS)}")
-    return impl
+    """The implementation asked for now, at trace time: ``jaxvision.kernels.use``'s or a
+    run's ``config.kernels.conv``, else ``JAXVISION_CONV_IMPL``, else ``'auto'``."""
+    from jaxvision import kernels
+    return kernels.conv()
 
 
 def _platform(x) -> str:

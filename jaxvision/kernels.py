@@ -1,0 +1,110 @@
+"""Kernel choices as configuration.
+
+Three settings decide which kernels a run's layers compile to:
+
+* ``conv``: the plan of every :class:`jaxvision.layers.Conv` (``auto``, ``onednn``, ``xla``,
+  ``lax``, ``matmul``; :mod:`jaxvision.layers.conv_impl` describes each);
+* ``attention``: the kernel of ViT-style attention (``auto``, ``xla``, ``cudnn``;
+  :func:`jaxvision.layers.attention_vit.attention_impl`);
+* ``cpu_conv_library``: the library XLA:CPU runs its own convolutions with (``auto``,
+  ``onednn``, ``ynnpack``), fixed when JAX starts its backends
+  (:func:`jaxvision.layers.conv_impl.configure_cpu_convolutions`).
+
+A run sets them in ``config.kernels`` (configs or ``--config.kernels.conv=onednn`` on the
+command line) and records the values it used in its ``config.json``.  A program sets the
+first two around the code that traces a model::
+
+    with kernels.use(conv="lax"):
+        logits = jax.jit(model.apply)(variables, x)
+
+The plan is fixed when a function is traced: a function jitted and traced inside the block
+keeps its plan afterwards.  Unset (``""``), a setting falls back to its environment variable
+(``JAXVISION_CONV_IMPL``, ``JAXVISION_ATTENTION_IMPL``, ``JAXVISION_XLA_CPU_CONV``), then to
+``auto``.  Nothing here writes the environment.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+
+CONV_ENV_VAR = "JAXVISION_CONV_IMPL"
+ATTENTION_ENV_VAR = "JAXVISION_ATTENTION_IMPL"
+LIBRARY_ENV_VAR = "JAXVISION_XLA_CPU_CONV"
+
+CONV_IMPLS = ("auto", "onednn", "xla", "lax", "matmul")
+ATTENTION_IMPLS = ("auto", "xla", "cudnn")
+LIBRARIES = ("auto", "onednn", "ynnpack")
+
+_CHOICES = {"conv": (CONV_IMPLS, CONV_ENV_VAR), "attention": (ATTENTION_IMPLS, ATTENTION_ENV_VAR),
+            "cpu_conv_library": (LIBRARIES, LIBRARY_ENV_VAR)}
+_conv = contextvars.ContextVar("jaxvision_kernels_conv", default="")
+_attention = contextvars.ContextVar("jaxvision_kernels_attention", default="")
+
+
+def check(name: str, value: str) -> str:
+    """``value`` of setting ``name`` normalised ('' stays ''), or a ValueError naming both."""
+    choices, _ = _CHOICES[name]
+    v = (value or "").strip().lower()
+    if v and v not in choices:
+        raise ValueError(f"kernels.{name}={value!r} is not one of {', '.join(choices)}")
+    return v
+
+
+def _resolve(name: str, current: str) -> str:
+    if current:
+        return current
+    choices, env = _CHOICES[name]
+    v = os.environ.get(env, "").strip().lower() or "auto"
+    if v not in choices:
+        raise ValueError(f"{env}={v!r} is not one of {', '.join(choices)}")
+    return v
+
+
+def conv() -> str:
+    """The convolution plan in effect: :func:`use`'s, else ``JAXVISION_CONV_IMPL``, else auto."""
+    return _resolve("conv", _conv.get())
+
+
+def attention() -> str:
+    """The attention kernel in effect: :func:`use`'s, else ``JAXVISION_ATTENTION_IMPL``, else
+    auto."""
+    return _resolve("attention", _attention.get())
+
+
+def cpu_conv_library(value: str = "") -> str:
+    """The XLA:CPU convolution library asked for: ``value``, else ``JAXVISION_XLA_CPU_CONV``,
+    else auto (what is in effect: :func:`jaxvision.layers.conv_impl.cpu_conv_library`)."""
+    return _resolve("cpu_conv_library", check("cpu_conv_library", value))
+
+
+@contextlib.contextmanager
+def use(conv: str = "", attention: str = ""):
+    """Trace the block's layers with these kernels (``""`` keeps the setting in effect)."""
+    tokens = []
+    if check("conv", conv):
+        tokens.append((_conv, _conv.set(check("conv", conv))))
+    if check("attention", attention):
+        tokens.append((_attention, _attention.set(check("attention", attention))))
+    try:
+        yield
+    finally:
+        for var, token in reversed(tokens):
+            var.reset(token)
+
+
+def from_config(config) -> dict:
+    """``config.kernels`` checked, as keyword arguments of :func:`use` (unset ones ``""``)."""
+    k = config.get("kernels") if hasattr(config, "get") else None
+    if k is None:
+        return {"conv": "", "attention": ""}
+    return {"conv": check("conv", k.conv), "attention": check("attention", k.attention)}
+
+
+def in_effect(config=None) -> dict:
+    """What a run traced with ``config.kernels`` uses, every setting resolved (for its
+    ``config.json`` and benchmark rows)."""
+    from jaxvision.layers.conv_impl import cpu_conv_library as library_in_effect
+    want = from_config(config) if config is not None else {"conv": "", "attention": ""}
+    with use(**want):
+        return {"conv": conv(), "attention": attention(), "cpu_conv_library": library_in_effect()}
