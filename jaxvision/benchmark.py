@@ -29,7 +29,7 @@ not have use their PyTorch version in :mod:`jaxvision.reference_torch` where the
 On a GPU both run in bfloat16 with float32 weights when asked for ``--dtypes bfloat16``,
 PyTorch with ``cudnn.benchmark`` on, JAX with XLA's autotuning; JAX keeps 45% of the GPU's
 memory (``XLA_PYTHON_CLIENT_MEM_FRACTION``, unless set) so that PyTorch has the rest.
-``--conv-impl`` sets ``JAXVISION_CONV_IMPL`` (see :mod:`jaxvision.layers.conv_impl`).
+``--conv-impl`` sets the convolution plan of the models it traces (``jaxvision.kernels``).
 """
 from __future__ import annotations
 
@@ -46,6 +46,8 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from jaxvision import kernels
 
 # Peak dense TFLOP/s per device kind and compute dtype (vendor datasheets).  float32 matmuls
 # run on TF32 tensor cores under XLA's default precision on these GPUs.
@@ -160,9 +162,6 @@ def model_flops(fn: Callable, *args) -> float | None:
     """
     import jax
 
-    from jaxvision.layers.attention_vit import ATTENTION_ENV_VAR
-    from jaxvision.layers.conv_impl import ENV_VAR
-
     # Lowered for the CPU from shapes alone: XLA's pre-compilation cost analysis is not
     # implemented for backends reached through PJRT plugins (CUDA among them), and the CPU
     # always exists.  The program is the same as the device's (plain convolutions, XLA
@@ -171,8 +170,7 @@ def model_flops(fn: Callable, *args) -> float | None:
     abstract = jax.tree.map(
         lambda a: (jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=cpu)
                    if hasattr(a, "shape") and hasattr(a, "dtype") else a), args)
-    with _restored_environ(ENV_VAR, ATTENTION_ENV_VAR):
-        os.environ[ENV_VAR], os.environ[ATTENTION_ENV_VAR] = "lax", "xla"
+    with kernels.use(conv="lax", attention="xla"):
         # A new function object, so that no trace made under other settings is reused.
         lowered = jax.jit(lambda *a: fn(*a)).lower(*abstract)
     return _flops(lowered)
@@ -470,12 +468,7 @@ def _run(models: Sequence[str], batch_sizes: Sequence[int], resolutions: Sequenc
     from jaxvision.layers import conv_impl as conv_impl_mod
     from jaxvision.registry import model_cfg
 
-    if conv_impl is not None:
-        if conv_impl not in conv_impl_mod.IMPLS:
-            raise ValueError(f"conv_impl={conv_impl!r} is not one of "
-                             f"{', '.join(conv_impl_mod.IMPLS)}")
-        os.environ[conv_impl_mod.ENV_VAR] = conv_impl  # read when each model is traced
-    impl = conv_impl_mod.requested_impl()
+    impl = conv_impl_mod.requested_impl()  # run() set conv_impl for what is traced here
     bad_modes = set(modes) - {"train", "infer"}
     if bad_modes or not modes:
         raise ValueError(f"modes must be among 'train', 'infer', got {list(modes)}")
@@ -544,10 +537,12 @@ def _run(models: Sequence[str], batch_sizes: Sequence[int], resolutions: Sequenc
 
 @functools.wraps(_run)
 def run(*args, **kwargs) -> list[dict]:
-    # conv_impl is passed to the models through JAXVISION_CONV_IMPL, which they read when
-    # traced; put the caller's value back afterwards so nothing else in the process changes.
-    from jaxvision.layers.conv_impl import ENV_VAR
-    with _restored_environ(ENV_VAR):
+    # conv_impl applies to the models traced by this call only (jaxvision.kernels.use).
+    from jaxvision.layers.conv_impl import IMPLS
+    conv_impl = inspect.signature(_run).bind(*args, **kwargs).arguments.get("conv_impl")
+    if conv_impl is not None and conv_impl not in IMPLS:
+        raise ValueError(f"conv_impl={conv_impl!r} is not one of {', '.join(IMPLS)}")
+    with kernels.use(conv=conv_impl or ""):
         return _run(*args, **kwargs)
 
 
@@ -602,7 +597,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="also time the timm model with PyTorch in this process")
     p.add_argument("--conv-impl", choices=["auto", "onednn", "xla", "lax", "matmul"],
                    default=None,
-                   help="sets JAXVISION_CONV_IMPL for this run")
+                   help="convolution plan of the timed models (kernels.conv)")
     p.add_argument("--xla-cpu-conv", choices=["auto", "onednn", "ynnpack"], default=None,
                    help="library XLA:CPU runs convolutions with (default: "
                         "JAXVISION_XLA_CPU_CONV, else auto: oneDNN on Intel and AMD CPUs)")
