@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvision import sharding
+from jaxvision import kernels, sharding
 from jaxvision.data import loader, pipeline
 from jaxvision.registry import create_model, model_cfg
 
@@ -137,8 +137,10 @@ def run_config(workdir: str):
     return config
 
 
-def load_run(workdir: str):
-    """(config, model, variables) of the newest checkpoint in a training workdir."""
+def load_run(workdir: str, ema: bool | None = None):
+    """(config, model, variables) of the newest checkpoint in a training workdir; ``ema``
+    picks the moving average of the weights (True) or the trained weights (False), by
+    default as the run evaluated (``ema_decay`` and ``eval_with_ema``)."""
     from jaxvision import checkpoint as ckpt
 
     config = run_config(workdir)
@@ -150,7 +152,11 @@ def load_run(workdir: str):
     num_classes = config.num_classes or meta["num_classes"]
     model = create_model(config.model, num_classes=num_classes, dtype=jnp.dtype(config.dtype),
                          **dict(config.model_kwargs))
-    params = state["ema_params"] if (config.ema_decay and config.eval_with_ema) else state["params"]
+    if ema is None:
+        ema = bool(config.ema_decay and config.eval_with_ema)
+    elif ema and not config.ema_decay:
+        raise ValueError(f"{workdir} kept no moving average of its weights (ema_decay=0)")
+    params = state["ema_params"] if ema else state["params"]
     return config, model, {"params": params, "batch_stats": state["batch_stats"]}
 
 
@@ -180,13 +186,16 @@ def _flatten(d, prefix=""):
     return out
 
 
-def ensemble(workdirs, crops: str | None = None, dataset=None, batch_size: int | None = None):
-    """Average the softmax of the newest checkpoint of each workdir on one eval split.
+def ensemble(workdirs, crops: str | None = None, dataset=None, batch_size: int | None = None,
+             ema: bool | None = None):
+    """Average the softmax of the newest checkpoint of each workdir on one eval split
+    (``ema``: see :func:`load_run`).  Each member is traced with the kernels its run
+    recorded (``config.kernels``).
     Returns ``{"members": [accuracy, ...], "ensemble_accuracy": ..., "count": N}``."""
     if not workdirs:
         raise ValueError("ensemble needs at least one workdir")
     mesh = sharding.make_mesh()
-    runs = [load_run(w) for w in workdirs]
+    runs = [load_run(w, ema) for w in workdirs]
     first = runs[0][0]
     ds_cfg = dataset or first.dataset
     members, total = [], None
@@ -206,7 +215,9 @@ def ensemble(workdirs, crops: str | None = None, dataset=None, batch_size: int |
         batch = batch_size or config.eval_batch_size or config.batch_size
         sharding.check_global_batch(batch, mesh)
         check_views_fit(predict, variables, split, config.model, crops or config.eval_crops)
-        probs = predict_split(predict, variables, split, batch, mesh, eval_tf, ds_cfg.workers)
+        with kernels.use(**kernels.from_config(config)):
+            probs = predict_split(predict, variables, split, batch, mesh, eval_tf,
+                                  ds_cfg.workers)
         members.append(float(np.mean(np.argmax(probs, -1) == split.labels)))
         total = probs if total is None else total + probs
     acc = float(np.mean(np.argmax(total, -1) == split.labels))
@@ -257,12 +268,15 @@ def cli(argv=None):
     flags.DEFINE_string("workdir", None, "One training workdir (instead of --workdirs).")
     flags.DEFINE_enum("eval_crops", None, list(CROPS), "Override the configs' eval_crops.")
     flags.DEFINE_integer("batch_size", None, "Eval batch size.")
+    flags.DEFINE_enum("weights", None, ["ema", "trained"], "The moving average of the "
+                      "weights or the trained weights (default: as each run evaluated).")
     config_flags.DEFINE_config_dict(
         "config", ml_collections.ConfigDict({"dataset": default_config().dataset}),
         "Only --config.dataset.<key>=<value>: evaluate on another split or dataset than the "
         "first workdir's.")
     from jaxvision.utils import absl_help_lists  # --help of the jaxvision-evaluate script
-    absl_help_lists(flags.FLAGS, ["workdirs", "workdir", "eval_crops", "batch_size", "config"])
+    absl_help_lists(flags.FLAGS, ["workdirs", "workdir", "eval_crops", "batch_size", "weights",
+                                  "config"])
     import sys
     try:
         keys = dataset_overrides(sys.argv if argv is None else argv)
@@ -282,8 +296,9 @@ def cli(argv=None):
             raise app.UsageError("give --workdir or --workdirs")
         dataset = (with_dataset(run_config(workdirs[0]).dataset, keys, f.config.dataset)
                    if keys else None)
+        ema = None if f.weights is None else f.weights == "ema"
         print(json.dumps(ensemble(workdirs, f.eval_crops, dataset=dataset,
-                                  batch_size=f.batch_size)))
+                                  batch_size=f.batch_size, ema=ema)))
 
     app.run(main, argv=argv)
 

@@ -59,6 +59,9 @@ def test_ema_weights_are_used_for_eval(tmp_path):
                         raw["params"])
     assert max(jax.tree.leaves(diff)) > 0
     jax.tree.map(np.testing.assert_array_equal, variables["params"], raw["ema_params"])
+    # --weights trained: the trained weights of the same checkpoint
+    _, _, trained = evaluate.load_run(str(tmp_path), ema=False)
+    jax.tree.map(np.testing.assert_array_equal, trained["params"], raw["params"])
 
 
 def test_ensemble_is_the_mean_of_member_softmax(two_runs):
@@ -124,3 +127,8 @@ def test_evaluate_a_run_on_another_split(two_runs):
     with pytest.raises(ValueError, match=r"--config.model: evaluation can change only "
                                          r"config.dataset keys"):
         evaluate.dataset_overrides(["evaluate", "--config.model=test_cnn"])
+
+
+def test_asking_for_the_average_of_a_run_that_kept_none_is_an_error(two_runs):
+    with pytest.raises(ValueError, match="kept no moving average of its weights"):
+        evaluate.load_run(two_runs[0], ema=True)
