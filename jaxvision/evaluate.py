@@ -177,16 +177,18 @@ def _flatten(d, prefix=""):
     return out
 
 
-def ensemble(workdirs, crops: str | None = None, dataset=None, batch_size: int | None = None):
-    """Average the softmax of the newest checkpoint of each workdir on one eval split.
-    Returns ``{"members": [accuracy, ...], "ensemble_accuracy": ..., "count": N}``."""
+def ensemble_predictions(workdirs, crops: str | None = None, dataset=None,
+                         batch_size: int | None = None) -> dict:
+    """Class probabilities of an ensemble on one eval split: each member's (its newest
+    checkpoint's softmax, averaged over its test-time views) and the ensemble's, their mean.
+    Returns ``{"members": [(N, K), ...], "probs": (N, K), "labels": (N,)}``."""
     if not workdirs:
         raise ValueError("ensemble needs at least one workdir")
     mesh = sharding.make_mesh()
     runs = [load_run(w) for w in workdirs]
     first = runs[0][0]
     ds_cfg = dataset or first.dataset
-    members, total = [], None
+    members = []
     split = None
     for config, model, variables in runs:
         mcfg = model_cfg(config.model)
@@ -203,11 +205,22 @@ def ensemble(workdirs, crops: str | None = None, dataset=None, batch_size: int |
         batch = batch_size or config.eval_batch_size or config.batch_size
         sharding.check_global_batch(batch, mesh)
         check_views_fit(predict, variables, split, config.model, crops or config.eval_crops)
-        probs = predict_split(predict, variables, split, batch, mesh, eval_tf, ds_cfg.workers)
-        members.append(float(np.mean(np.argmax(probs, -1) == split.labels)))
-        total = probs if total is None else total + probs
-    acc = float(np.mean(np.argmax(total, -1) == split.labels))
-    return {"members": members, "ensemble_accuracy": acc, "count": len(split)}
+        members.append(predict_split(predict, variables, split, batch, mesh, eval_tf,
+                                     ds_cfg.workers))
+    return {"members": members, "probs": np.mean(members, axis=0),
+            "labels": np.asarray(split.labels)}
+
+
+def ensemble(workdirs, crops: str | None = None, dataset=None, batch_size: int | None = None):
+    """Average the softmax of the newest checkpoint of each workdir on one eval split.
+    Returns ``{"members": [accuracy, ...], "ensemble_accuracy": ..., "count": N}``."""
+    out = ensemble_predictions(workdirs, crops, dataset, batch_size)
+    labels = out["labels"]
+
+    def accuracy(p):
+        return float(np.mean(np.argmax(p, -1) == labels))
+    return {"members": [accuracy(p) for p in out["members"]],
+            "ensemble_accuracy": accuracy(out["probs"]), "count": len(labels)}
 
 
 def dataset_overrides(argv) -> list[str]:
@@ -289,5 +302,6 @@ if __name__ == "__main__":
     cli()
 
 
-__all__ = ["check_views_fit", "dataset_overrides", "ensemble", "evaluate_split", "load_run",
-           "make_eval_step", "make_predict", "predict_split", "run_config", "with_dataset"]
+__all__ = ["check_views_fit", "dataset_overrides", "ensemble", "ensemble_predictions",
+           "evaluate_split", "load_run", "make_eval_step", "make_predict", "predict_split",
+           "run_config", "with_dataset"]
