@@ -334,3 +334,92 @@ def test_ensemble_of_two_different_runs_is_the_mean_of_their_softmaxes(runs):
     assert summary["ensemble_accuracy"] == pytest.approx(float(np.mean(mean.argmax(-1) == y)))
     assert summary["members"] == [pytest.approx(float(np.mean(m.argmax(-1) == y)))
                                   for m in members]
+
+
+# -------------------------------------------------------------------------------------------
+# f) the multi-host command-line flags, two local processes, a streamed (folder) source
+# -------------------------------------------------------------------------------------------
+
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _write_folder(root, n_per_class=12, classes=("a", "b", "c")):
+    """An image folder (train/ and validation/, PNG files), read by streaming workers."""
+    import PIL.Image
+    rng = np.random.default_rng(5)
+    for split, n in (("train", n_per_class), ("validation", 4)):
+        for c in classes:
+            os.makedirs(root / split / c)
+            for i in range(n):
+                PIL.Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save(
+                    root / split / c / f"{i}.png")
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_multihost_command_line_flags_with_a_streamed_source(tmp_path):
+    """``python -m jaxvision.train ... --coordinator_address --num_processes 2 --process_id I``
+    on two local processes (4 CPU devices each) reading an image folder (streamed, random
+    resized crops made from (seed, step) on each host) gives the losses and final parameters
+    of the same command run as one process with the same 8 devices."""
+    import subprocess
+    import sys
+
+    _write_folder(tmp_path / "images")
+    overrides = {"model": "test_cnn", "dataset.source": "folder",
+                 "dataset.path": str(tmp_path / "images"), "dataset.workers": 0,
+                 "num_train_steps": 3, "batch_size": 16, "log_every_steps": 1,
+                 "checkpoint_every_steps": 3, "eval_every_steps": 3, "warmup_epochs": 0.0,
+                 "async_checkpoint": False}
+    config_file = os.path.join(os.path.dirname(__file__), os.pardir, "experiments", "configs",
+                               "mnist_cnn.py")
+    flags = [f"--config.{k}={v}" for k, v in overrides.items()]
+
+    # one process, 8 devices: in this test process, through the same config file
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("mnist_cnn_config", config_file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    single = module.get_config()
+    single.update_from_flattened_dict(overrides)
+    train.train_and_evaluate(single, str(tmp_path / "single"))
+
+    port = _free_port()
+    xla = [f for f in os.environ.get("XLA_FLAGS", "").split()
+           if not f.startswith("--xla_force_host_platform_device_count")]
+    env = {**os.environ, "XLA_FLAGS": " ".join([*xla, "--xla_force_host_platform_device_count=4"]),
+           "PYTHONPATH": os.pathsep.join([os.path.dirname(os.path.dirname(
+               os.path.abspath(__file__))), os.environ.get("PYTHONPATH", "")])}
+    # each process writes to a file, not a pipe (a full pipe would stall a collective)
+    logs = [tmp_path / f"process{i}.log" for i in range(2)]
+    procs = []
+    for i, log in enumerate(logs):
+        with open(log, "w") as out:
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "jaxvision.train", "--config", config_file, "--workdir",
+                 str(tmp_path / "multi"), *flags, "--coordinator_address", f"127.0.0.1:{port}",
+                 "--num_processes", "2", "--process_id", str(i)],
+                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(tmp_path)))
+    try:
+        for p in procs:
+            p.wait(timeout=300)
+    finally:
+        for p in procs:
+            p.kill()
+    outs = [log.read_text() for log in logs]
+    assert all(p.returncode == 0 for p in procs), "\n".join(o[-2000:] for o in outs)
+    assert "on 8 device(s) / 2 process(es)" in outs[0], outs[0][-2000:]
+    a, b = _rows(tmp_path / "single", "train_loss"), _rows(tmp_path / "multi", "train_loss")
+    assert sorted(a) == sorted(b) == [1, 2, 3]
+    np.testing.assert_allclose([b[s]["train_loss"] for s in b], [a[s]["train_loss"] for s in a],
+                               rtol=1e-5)
+    ea, eb = _rows(tmp_path / "single", "eval_loss"), _rows(tmp_path / "multi", "eval_loss")
+    assert ea[3]["eval_count"] == eb[3]["eval_count"] == 12
+    assert eb[3]["eval_loss"] == pytest.approx(ea[3]["eval_loss"], rel=1e-5)
+    pa, _ = ckpt.restore_variables(str(tmp_path / "single"))
+    pb, _ = ckpt.restore_variables(str(tmp_path / "multi"))
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6), pa, pb)
