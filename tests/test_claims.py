@@ -37,7 +37,7 @@ def _explicit_loss_and_grad(model, state, x, targets):
                                 train=True, mutable=["batch_stats"])
         logp = jax.nn.log_softmax(logits.astype(jnp.float32), -1)
         return -jnp.mean(jnp.sum(targets * logp, -1))
-    return jax.value_and_grad(loss)(state["params"])
+    return jax.jit(jax.value_and_grad(loss))(state["params"])
 
 
 def _explicit_cutmix(key, images, targets, alpha):
@@ -243,8 +243,8 @@ def _explicit_eval(workdir, step, model_name, images, labels, views):
     x = (images.astype(np.float32) / 255.0 - np.asarray(mcfg["mean"], np.float32)) \
         / np.asarray(mcfg["std"], np.float32)
     variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
-    probs = np.mean([np.asarray(jax.nn.softmax(model.apply(variables, jnp.asarray(v))))
-                     for v in views(x)], axis=0)
+    apply = jax.jit(lambda v, x: jax.nn.softmax(model.apply(v, x)))
+    probs = np.mean([np.asarray(apply(variables, jnp.asarray(v))) for v in views(x)], axis=0)
     loss = float(np.mean(-np.log(probs[np.arange(len(labels)), labels])))
     return loss, float(np.mean(probs.argmax(-1) == labels)), probs
 
