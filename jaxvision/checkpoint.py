@@ -290,10 +290,22 @@ def save(mngr: ocp.CheckpointManager, step: int, state, meta: dict, force: bool 
 # Restore
 # ------------------------------------------------------------------------------------------
 
+def _host_target(state_dir: str):
+    """numpy arrays of the saved shapes and dtypes, for restoring onto the host: what a
+    process with other devices than the writer's (one process reading a checkpoint that two
+    wrote) can always restore, where "as saved" names devices it does not have."""
+    tree = ocp.StandardCheckpointer().metadata(state_dir).item_metadata
+    tree = getattr(tree, "tree", tree)
+    return jax.tree.map(lambda m: np.empty(m.shape, m.dtype), tree)
+
+
 def restore(mngr: ocp.CheckpointManager, step: int, abstract_state=None):
     """Restore ``step`` onto the shardings of ``abstract_state`` (ShapeDtypeStructs with
-    ``.sharding``), so a checkpoint written on N devices loads on M; ``None``: as saved."""
+    ``.sharding``), so a checkpoint written on N devices loads on M; ``None``: as numpy
+    arrays on the host, whatever devices and processes wrote it."""
     try:
+        if abstract_state is None:
+            abstract_state = _host_target(os.path.join(_step_dir(mngr, step), "state"))
         out = mngr.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
     except Exception as e:
@@ -462,7 +474,8 @@ def restore_variables(path: str) -> tuple[dict, dict]:
     try:
         with warnings.catch_warnings():  # read onto host memory: no sharding to ask for
             warnings.filterwarnings("ignore", message="Sharding info not provided")
-            state = ocp.PyTreeCheckpointer().restore(os.path.join(step_dir, "state"))
+            state_dir = os.path.join(step_dir, "state")
+            state = ocp.StandardCheckpointer().restore(state_dir, _host_target(state_dir))
         meta = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(
             os.path.join(step_dir, "meta"))
     except (ValueError, KeyError, TypeError, OSError) as e:

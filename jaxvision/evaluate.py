@@ -186,19 +186,20 @@ def _flatten(d, prefix=""):
     return out
 
 
-def ensemble(workdirs, crops: str | None = None, dataset=None, batch_size: int | None = None,
-             ema: bool | None = None):
-    """Average the softmax of the newest checkpoint of each workdir on one eval split
-    (``ema``: see :func:`load_run`).  Each member is traced with the kernels its run
-    recorded (``config.kernels``).
-    Returns ``{"members": [accuracy, ...], "ensemble_accuracy": ..., "count": N}``."""
+def ensemble_predictions(workdirs, crops: str | None = None, dataset=None,
+                         batch_size: int | None = None, ema: bool | None = None) -> dict:
+    """Class probabilities of an ensemble on one eval split: each member's (its newest
+    checkpoint's softmax, averaged over its test-time views) and the ensemble's, their mean.
+    ``ema``: see :func:`load_run`.  Each member is traced with the kernels its run recorded
+    (``config.kernels``).
+    Returns ``{"members": [(N, K), ...], "probs": (N, K), "labels": (N,)}``."""
     if not workdirs:
         raise ValueError("ensemble needs at least one workdir")
     mesh = sharding.make_mesh()
     runs = [load_run(w, ema) for w in workdirs]
     first = runs[0][0]
     ds_cfg = dataset or first.dataset
-    members, total = [], None
+    members = []
     split = None
     for config, model, variables in runs:
         mcfg = model_cfg(config.model)
@@ -216,12 +217,23 @@ def ensemble(workdirs, crops: str | None = None, dataset=None, batch_size: int |
         sharding.check_global_batch(batch, mesh)
         check_views_fit(predict, variables, split, config.model, crops or config.eval_crops)
         with kernels.use(**kernels.from_config(config)):
-            probs = predict_split(predict, variables, split, batch, mesh, eval_tf,
-                                  ds_cfg.workers)
-        members.append(float(np.mean(np.argmax(probs, -1) == split.labels)))
-        total = probs if total is None else total + probs
-    acc = float(np.mean(np.argmax(total, -1) == split.labels))
-    return {"members": members, "ensemble_accuracy": acc, "count": len(split)}
+            members.append(predict_split(predict, variables, split, batch, mesh, eval_tf,
+                                         ds_cfg.workers))
+    return {"members": members, "probs": np.mean(members, axis=0),
+            "labels": np.asarray(split.labels)}
+
+
+def ensemble(workdirs, crops: str | None = None, dataset=None, batch_size: int | None = None,
+             ema: bool | None = None):
+    """Average the softmax of the newest checkpoint of each workdir on one eval split.
+    Returns ``{"members": [accuracy, ...], "ensemble_accuracy": ..., "count": N}``."""
+    out = ensemble_predictions(workdirs, crops, dataset, batch_size, ema)
+    labels = out["labels"]
+
+    def accuracy(p):
+        return float(np.mean(np.argmax(p, -1) == labels))
+    return {"members": [accuracy(p) for p in out["members"]],
+            "ensemble_accuracy": accuracy(out["probs"]), "count": len(labels)}
 
 
 def dataset_overrides(argv) -> list[str]:
@@ -307,5 +319,6 @@ if __name__ == "__main__":
     cli()
 
 
-__all__ = ["check_views_fit", "dataset_overrides", "ensemble", "evaluate_split", "load_run",
-           "make_eval_step", "make_predict", "predict_split", "run_config", "with_dataset"]
+__all__ = ["check_views_fit", "dataset_overrides", "ensemble", "ensemble_predictions",
+           "evaluate_split", "load_run", "make_eval_step", "make_predict", "predict_split",
+           "run_config", "with_dataset"]

@@ -422,6 +422,9 @@ def _train(config, workdir: str, preempt: SignalFlag) -> dict:
                 jax.profiler.start_trace(os.path.join(workdir, "profile"))
                 profiling = True
             if preempt.is_set() or _preemption_notice(step):
+                if pending:  # the rows of the steps done since the last flush
+                    _flush_train_logs(pending, writer, lr_fn, t0, imgs_since, step, total_steps)
+                    pending = []
                 ckpt.finish(mngr)
                 if mngr.latest_step() != step:  # else this step is already saved
                     save(state, step, force=True)

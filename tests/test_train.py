@@ -80,21 +80,50 @@ def test_sigkill_after_second_checkpoint_resumes_bit_identically(tmp_path):
     assert train_losses(killed) == train_losses(ref)
 
 
+def _rows_with(workdir, key):
+    return [r for r in read_metrics(workdir) if key in r]
+
+
 @pytest.mark.slow
-def test_sigterm_checkpoints_and_exits_75(tmp_path):
-    proc = subprocess.Popen(driver_cmd(tmp_path, dict(TINY, num_train_steps=200), sleep=0.2),
+def test_sigterm_checkpoints_exits_75_and_rerun_equals_uninterrupted_run(tmp_path):
+    """SIGTERM between two log flushes: exit 75 with a checkpoint at the step it stopped and
+    every metric row up to that step written; the rerun then finishes step for step as an
+    uninterrupted run (losses, evaluations, final parameters) with each row present once."""
+    from jaxvision import checkpoint as ckpt
+    cfg = dict(TINY, num_train_steps=16, log_every_steps=8, checkpoint_every_steps=8,
+               eval_every_steps=8, **{"dataset.source": "synthetic"})
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    run_driver(ref, cfg)
+    proc = subprocess.Popen(driver_cmd(run, cfg, sleep=0.5),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 120
-    while time.time() < deadline and not (tmp_path / "metrics.jsonl").exists():
+    while time.time() < deadline and not (
+            (run / "metrics.jsonl").exists() and _rows_with(run, "eval_loss")):
+        assert proc.poll() is None, proc.communicate()[0][-2000:]
         time.sleep(0.05)
-    time.sleep(1.0)
+    time.sleep(1.0)  # a few steps past the flush at step 8: their rows are not written yet
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == train.PREEMPTED_EXIT_CODE, out[-2000:]
-    steps = sorted(int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit())
-    logged = max(train_losses(tmp_path))
-    assert steps and steps[-1] == logged  # checkpoint at the step it stopped
     assert "Preempted" in out
+    stopped = max(int(d) for d in os.listdir(run / "checkpoints") if d.isdigit())
+    assert 8 <= stopped < cfg["num_train_steps"], "the run ended before SIGTERM"
+    # a checkpoint at the step it stopped, and the rows of every step before it
+    assert [r["step"] for r in read_metrics(run) if "train_loss" in r] == list(
+        range(1, stopped + 1))
+    run_driver(run, cfg)
+
+    def rows(workdir, key):
+        return [{k: v for k, v in r.items() if k != "img_per_s"}
+                for r in read_metrics(workdir) if key in r]
+    for key in ("train_loss", "eval_loss"):
+        got, want = rows(run, key), rows(ref, key)
+        assert [r["step"] for r in got] == [r["step"] for r in want]  # each step once
+        assert got == want
+    assert [r["step"] for r in rows(ref, "eval_loss")] == [8, 16]
+    a, _ = ckpt.restore_variables(str(run))
+    b, _ = ckpt.restore_variables(str(ref))
+    jax.tree.map(np.testing.assert_array_equal, a, b)
 
 
 @pytest.mark.slow
