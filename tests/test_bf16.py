@@ -19,7 +19,6 @@ from flax import linen as nn
 from jaxvision import train
 from tests.helpers import read_metrics, tiny_config, train_losses
 
-
 # ---------------------------------------------------------------------------------------------
 # Training
 
@@ -112,7 +111,7 @@ def _case_table():
         import jaxvision
         tm = ResNet(block=ResNestBottleneck, layers=[1, 1, 1, 1], channels=(4, 4, 8, 8),
                     stem_type="deep", stem_width=8, avg_down=True, base_width=32,
-                    cardinality=2, num_classes=10, block_args=dict(radix=2, avd=True))
+                    cardinality=2, num_classes=10, block_args={"radix": 2, "avd": True})
         return tm, jaxvision.create_model("test_resnest", radix=2, cardinality=2,
                                           base_width=32, avd_first=False)
 
