@@ -6,7 +6,7 @@ but not in the README, or changed in the README to one the code lacks, fails her
 
 Not run: ``pip install ...`` (the environment is the test's), ``python -m pytest ...`` (the
 suite itself) and ``python experiments/install_size.py`` (builds a fresh venv: minutes of
-pip, tested by its own script's dry checks).
+pip).
 """
 import json
 import os
@@ -90,7 +90,7 @@ def test_readme_default_experiment_reaches_its_accuracy_then_evaluate_predict_pl
     """Set-up command 1 of README.md as written (its workdir moved to a temporary folder):
     the full default experiment, mnist_cnn for 8 epochs on the bundled digits, must finish
     with at least 97% held-out accuracy (the README states 97.8-98.6%).  Then the README's
-    evaluate, predict and plot commands on that run (A,B,C: the run twice; DIR: the run;
+    evaluate, predict and plot commands on that run (A,B,C: the run three times; DIR: the run;
     images/: one held-out digit per class as PNG files)."""
     cmds = readme_commands()
     wd = str(tmp_path / "mnist_cnn")
