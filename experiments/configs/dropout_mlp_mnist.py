@@ -27,8 +27,8 @@ def get_config(arg: str | None = None):
     c = mnist_idx(c, epochs=50)
     c.model = MODELS[arg or ""]
     c.optimizer = "sgd"
-    c.learning_rate = 0.1
-    c.momentum = 0.95
+    c.learning_rate = 0.02  # with momentum 0.95: 0.4 per unit gradient; 0.1 diverged on
+    c.momentum = 0.95       # standardised pixels (held-out accuracy falling after epoch 1)
     c.max_norm = 3.5
     c.schedule = "cosine"
     return lock(c)
