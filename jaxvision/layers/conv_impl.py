@@ -545,6 +545,25 @@ _TABLE = {
 
 
 _IN_LOOP = contextvars.ContextVar("jaxvision_conv_in_loop", default=False)
+_RECORD = contextvars.ContextVar("jaxvision_conv_record", default=None)
+
+
+@contextlib.contextmanager
+def recording():
+    """Collect, for each convolution traced inside, its geometry, the setting asked for and
+    the plan it got (a list of dicts; :mod:`jaxvision.explain` prints them)."""
+    records = []
+    token = _RECORD.set(records)
+    try:
+        yield records
+    finally:
+        _RECORD.reset(token)
+
+
+def _record(**entry):
+    records = _RECORD.get()
+    if records is not None:
+        records.append(entry)
 
 
 @contextlib.contextmanager
@@ -1031,6 +1050,9 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
             or not _is_ones(lhs_dilation)
             or jnp.dtype(lhs.dtype) != jnp.dtype(rhs.dtype)
             or not jnp.issubdtype(lhs.dtype, jnp.floating)):
+        _record(lhs=tuple(lhs.shape), rhs=tuple(rhs.shape), geometry=None, impl=impl,
+                plan=Plan("lax", "lax", "lax"), chosen=None, platform=_platform(lhs),
+                dtype=str(jnp.dtype(lhs.dtype)), in_loop=_IN_LOOP.get())
         return native()
     spatial = nd - 2
     dn = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
@@ -1056,8 +1078,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
     pet = None if preferred_element_type is None else jnp.dtype(preferred_element_type)
     f32 = jnp.dtype(jnp.float32)
     onednn_ok = jnp.dtype(lhs.dtype) == f32 and pet in (None, f32)
-    plan = (impl if isinstance(impl, Plan)
-            else conv_plan(geom, impl, _platform(lhs), _IN_LOOP.get(), onednn_ok))
+    plan = chosen = (impl if isinstance(impl, Plan)
+                     else conv_plan(geom, impl, _platform(lhs), _IN_LOOP.get(), onednn_ok))
     if not (winograd_applies(geom) and jnp.dtype(lhs.dtype) in _WINOGRAD_DTYPES
             and pet in (None, jnp.dtype(lhs.dtype))):
         # Winograd's transforms lose too much in low precision; elsewhere it does not apply.
@@ -1065,6 +1087,9 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
     if not (onednn_ok and onednn_applies(geom)):
         # The oneDNN primitives are float32 and ungrouped.
         plan = Plan(*("lax" if f == "onednn" else f for f in plan))
+    _record(lhs=tuple(lhs.shape), rhs=tuple(rhs.shape), geometry=geom, impl=impl, plan=plan,
+            chosen=chosen, platform=_platform(lhs), dtype=str(jnp.dtype(lhs.dtype)),
+            in_loop=_IN_LOOP.get())
     if plan == Plan("lax", "lax", "lax"):
         return native()
     y = _conv_nhwc(x, w, geom, plan, precision, pet)
