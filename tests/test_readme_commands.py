@@ -79,7 +79,8 @@ def _replace(words, placeholders):
 
 def test_readme_lists_the_commands_run_here():
     cmds = readme_commands()
-    assert {"train", "evaluate", "predict", "plot", "benchmark"} <= set(cmds), sorted(cmds)
+    assert {"train", "evaluate", "predict", "plot", "benchmark", "explain"} <= set(cmds), \
+        sorted(cmds)
     main = cmds["train"][0]
     assert main[:2] == ["--config", "experiments/configs/mnist_cnn.py"], main
     assert all("--config" in c and "--workdir" in c for c in cmds["train"]), cmds["train"]
@@ -163,3 +164,17 @@ def test_readme_benchmark_command_shortened(tmp_path):
     for r in rows:
         assert r["model"] == "test_resnet" and r["infer_step_ms"] > 0, r
         assert r["torch_infer_step_ms"] > 0, r  # the comparison --compare torch asks for
+
+
+def test_readme_explain_command_shortened():
+    """The README's explain command with its flags, on test_resnet at 32 px: a line per
+    convolution after the header and the column names."""
+    (ex,) = readme_commands()["explain"]
+    args = list(ex)
+    for flag, value in (("--model", "test_resnet"), ("--input", "32"), ("--batch", "4")):
+        assert flag in args, (flag, ex)
+        args[args.index(flag) + 1] = value
+    out = _run("explain", args).splitlines()
+    assert out[0].startswith("test_resnet, batch 4, input 32, kernels.conv=auto, cpu x 1 "), out
+    n = int(out[0].split(" convolutions")[0].rsplit(" ", 1)[1])
+    assert n > 0 and len(out) == 2 + n, out
