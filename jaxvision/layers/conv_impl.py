@@ -1,10 +1,10 @@
 """Convolution as matrix products, for backends whose native convolution has slow paths.
 
 XLA:CPU lowers ``lax.conv_general_dilated`` to a convolution kernel that is competitive on
-large feature maps but falls off a cliff on some shapes (measured in ``_choose_plan_cpu``'s
-docstring): small spatial maps with many channels (a 3x3 conv on 2x2x512 runs ~70x slower
-than the same arithmetic as a matrix product), and the input gradient of strided convs on
-small maps.  A convolution is a sum over kernel taps of matrix products, so every such shape
+large feature maps but falls off a cliff on some shapes (measured in
+docs/design/cpu_convolutions.md): small spatial maps with many channels (a 3x3 conv on
+2x2x512 runs ~70x slower than the same arithmetic as a matrix product), and the input
+gradient of strided convs on small maps.  A convolution is a sum over kernel taps of matrix products, so every such shape
 can instead be computed by the backend's matrix multiply, which has no such cliff:
 
 * ``im2col``: gather the ``KH*KW`` shifted (strided, dilated) views of the padded input into a
@@ -46,8 +46,8 @@ Only NHWC/HWIO-style 2-D (and 1-D, as 2-D with height 1) convolutions without
 A Winograd pass asked for where it does not apply (not 3x3 stride-1 undilated ungrouped,
 padding outside [0, 2], or a dtype below float32) runs ``lax`` instead.
 Which formulation runs is decided by :func:`conv_plan` from static shapes, the backend and the
-``JAXVISION_CONV_IMPL`` environment variable (``auto`` (default), ``onednn``, ``xla``, ``lax``,
-``matmul``), read at trace time.
+kernels setting (``auto`` (default), ``onednn``, ``xla``, ``lax``, ``matmul``;
+:mod:`jaxvision.kernels`), read at trace time; ``python -m jaxvision.explain`` prints it.
 """
 from __future__ import annotations
 
@@ -200,7 +200,7 @@ def configure_cpu_convolutions(choice: str | None = None) -> str:
     ``choice`` (default: the ``JAXVISION_XLA_CPU_CONV`` environment variable, else
     ``'auto'``): ``'onednn'`` appends :data:`ONEDNN_XLA_FLAGS` to ``XLA_FLAGS``;
     ``'ynnpack'`` leaves XLA's default; ``'auto'`` picks oneDNN on Intel and AMD CPUs, where
-    it measured faster (docstring of :func:`_choose_plan_cpu`), and YNNPACK elsewhere.
+    it measured faster (docs/design/cpu_convolutions.md), and YNNPACK elsewhere.
     oneDNN needs jaxlib >= :data:`ONEDNN_MIN_JAXLIB` (``auto`` keeps XLA's default on an
     older one, an explicit ``'onednn'`` is refused with a RuntimeError).
     ``XLA_FLAGS`` that already name either fusion type are the user's choice and are left
@@ -237,220 +237,14 @@ def configure_cpu_convolutions(choice: str | None = None) -> str:
 
 
 def _choose_plan_cpu(g: _Geometry, library: str = "ynnpack") -> Plan:
-    """Per-pass formulation on XLA:CPU.
-
-    Measured on an AMD EPYC (AVX-512, 2 cores), jax 0.10.2, batch 32, float32, with every
-    conv shape of ResNet-18; CPU ms (process time, min of 3) as forward / input-grad /
-    kernel-grad.  At 64x64 input:
-
-    ========================  ===================  ===================  ===================
-    conv (input map)          lax                  im2col               shift
-    ========================  ===================  ===================  ===================
-    7x7/2 3->64 (64x64)       11.2 / 16.7 / 10.2   36.2 / 29.2 / 46.1   281 / 39.9 / 25.4
-    3x3 64->64 (16x16)        6.5 / 6.8 / 8.6      25.8 / 11.5 / 32.9   12.9 / 9.8 / 20.3
-    3x3/2 64->128 (16x16)     3.6 / 4.2 / 5.4      5.2 / 4.1 / 5.5      4.3 / 3.4 / 5.4
-    1x1/2 64->128 (16x16)     1.0 / 0.9 / 2.7      0.4 / 0.5 / 0.7      0.7 / 0.8 / 0.8
-    3x3 128->128 (8x8)        7.0 / 7.4 / 8.2      8.6 / 8.2 / 10.4     9.9 / 7.7 / 10.8
-    3x3 256->256 (4x4)        6.9 / 7.4 / 7.7      7.2 / 7.3 / 8.7      7.0 / 6.7 / 9.1
-    3x3/2 256->512 (4x4)      5.9 / **151** / 4.7  3.8 / 4.1 / 3.7      4.5 / 4.7 / 4.3
-    3x3 512->512 (2x2)        **559 / 562** / 8.2  7.2 / 7.4 / 7.7      8.6 / 8.5 / 9.5
-    ========================  ===================  ===================  ===================
-
-    and at 224x224 input:
-
-    ========================  ===================  ===================  ===================
-    7x7/2 3->64 (224x224)     132 / 369 / 340      604 / 483 / 618      3723 / 1014 / 914
-    3x3 64->64 (56x56)        94 / 92 / 215        333 / 243 / 407      260 / 250 / 366
-    1x1/2 64->128 (56x56)     6.6 / 8.2 / **37**   7.2 / 7.2 / 10.6     7.3 / 7.5 / 8.6
-    3x3 128->128 (28x28)      76 / 77 / 128        188 / 157 / 245      185 / 167 / 172
-    1x1/2 128->256 (28x28)    5.1 / 5.6 / **26**   5.1 / 6.1 / 5.6      4.9 / 5.9 / 5.5
-    3x3/2 256->512 (14x14)    55 / 42 / 58         46 / 38 / 45         44 / 39 / 47
-    1x1/2 256->512 (14x14)    5.5 / 5.4 / **19**   4.8 / 4.4 / 5.4      4.7 / 4.7 / 4.8
-    3x3 512->512 (7x7)        87 / 91 / 83         115 / 75 / 122       85 / 77 / 95
-    ========================  ===================  ===================  ===================
-
-    The native kernel is the one to keep except at its cliffs (bold):
-
-    * outputs of very few positions per image (here 2x2) with many channels: forward and
-      input-gradient are ~70x slower than ``im2col``, whose patch matrix is then tiny;
-    * the input-gradient of a strided conv whose input map is small (4x4): ~35x, or whose
-      output map is narrower than the kernel: ~45x for a 9x9/2 256->256 conv on 20x20 maps
-      (6x6 outputs, batch 32: 12,165 ms native, 269 ms as im2col), ~4x with 64 channels;
-      the same kernel with padding 4 (10x10 outputs) or a 7x7/2 one on 28x28 (11x11) has no
-      such cliff.  The forward pass of such narrow-output convs is 1.6x (128 channels) to
-      3x (256) slower than its sum of per-tap GEMMs ("shift": 64 vs 120 ms, 206 vs 621 ms),
-      but not with 64 channels (20 ms native, 36 as im2col);
-    * the kernel-gradient of strided 1x1 convs (ResNet shortcuts): ~4x; a 1x1 conv is a
-      single GEMM on the strided input and is at least as fast in the other passes too.
-
-    Winograd F(4x4, 3x3) beats the native kernel on 3x3 stride-1 convs, by a margin that
-    depends on the shape.  Wall ms, jax 0.10.2 (whose XLA:CPU runs convolutions through
-    YNNPACK), forward / input-grad / kernel-grad, from ``python experiments/conv_passes.py
-    --shapes 32x56x64x64,...,16x32x16x16 --forms lax,winograd4``:
-
-    =============================  ====================  ====================
-    conv (batch, input map)        lax                   winograd4
-    =============================  ====================  ====================
-    3x3 64->64 (32, 56x56)         74.2 / 74.3 / 134     58.2 / 59.6 / 97.8
-    3x3 128->128 (32, 28x28)       39.3 / 39.3 / 52.6    40.5 / 41.9 / 51.3
-    3x3 256->256 (32, 14x14)       39.7 / 40.0 / 45.2    53.1 / 52.3 / 37.9
-    3x3 512->512 (32, 7x7)         45.3 / 48.0 / 41.0    86.1 / 106 / 65.1
-    3x3 64->64 (32, 16x16)         5.7 / 6.0 / 7.9       5.2 / 4.8 / 5.2
-    3x3 160->160 (16, 32x32)       46.8 / 47.1 / 68.6    35.3 / 35.4 / 35.3
-    3x3 320->320 (16, 16x16)       41.6 / 42.3 / 48.2    40.6 / 46.1 / 19.8
-    3x3 16->16 (16, 32x32)         0.7 / 0.8 / 0.9       1.3 / 1.8 / 0.8
-    =============================  ====================  ====================
-
-    Its kernel gradient wins from maps of 14x14 up (where the native one pays for
-    transposing activations so that the batch becomes the contraction); its forward and
-    input gradient win while the channels are neither few (its transforms then dominate)
-    nor many (the native kernel is then efficient and the tiles' padding of 14x14 to
-    16x16 costs more than the product saves).
-
-    The kernel gradient of large strided convs (ResNet's 3x3 stride-2 convs at 224x224, 1.85G
-    multiply-adds each at batch 32) runs as one GEMM per tap: the whole ResNet-18 224x224
-    step at batch 32 went from 2,952 to 2,836 ms (median of 4) with it, although each such
-    gradient timed alone is no faster; below ``strided_wgrad_shift_min_macs`` it made no
-    difference (64x64 input).
-
-    Winograd costs compile time: each pass is (m+2)^2 GEMMs and as many transform kernels,
-    about a second of XLA:CPU compilation per pass here against a fraction of that for the
-    native kernel, so it is used only for convs of at least ``winograd_min_macs``
-    multiply-adds (a 3x3 64->64 conv on 16x16 maps at batch 32 has 302M), where the
-    run-time saving repays it within a few hundred steps.
-
-    The stem's kernel gradient (7x7/2, 3 input channels) is where the two CPUs measured part
-    ways.  On an Intel Xeon (AVX-512 and AMX flags, 2 cores of a virtual machine), batch 32,
-    lax / im2col kernel-gradient ms: 15.6 / 14.5 at 64x64, 87 / 74 at 128x128, 405 / 204 at
-    224x224 (and 144 / 105 at batch 16, 1,900 / 807 at batch 128); the ResNet-18 224x224 train
-    step went from 2,300 to 2,030 ms with it (``python experiments/conv_passes.py --shapes
-    32x224x3x64 --kernel 7 --stride 2 --padding 3 --forms lax,im2col``).  On the AMD EPYC of
-    the tables above im2col was the slower (46 against 10 ms at 64x64, 618 against 340 ms at
-    224x224), so it is used on Intel CPUs only (:func:`cpu_vendor`).
-
-    With ``library='onednn'`` XLA:CPU runs the native convolutions outside YNNPACK, in its
-    Eigen kernel with oneDNN's sgemm (:data:`ONEDNN_XLA_FLAGS`,
-    :func:`configure_cpu_convolutions`, the default on Intel and AMD CPUs).  On the
-    Intel Xeon above, batch 32, wall ms forward / input-grad / kernel-grad of the native kernel
-    (``XLA_FLAGS="<ONEDNN_XLA_FLAGS>" python experiments/conv_passes.py ...``; YNNPACK's from
-    the same command without the flags):
-
-    ========================  ====================  ====================
-    conv (input map)          YNNPACK               oneDNN
-    ========================  ====================  ====================
-    7x7/2 3->64 (224x224)     95 / - / 404          63 / - / 82
-    3x3 64->64 (56x56)        68 / 65 / 204         27 / 27 / 56
-    3x3 128->128 (28x28)      25 / 24 / 125         20 / 20 / 30
-    3x3 256->256 (14x14)      21 / 22 / 47          21 / 21 / 26
-    3x3 512->512 (7x7)        30 / 31 / 30          20 / 23 / 23
-    3x3 512->512 (2x2)        cliff, as above       **268 / 268** / 3
-    3x3/2 256->512 (4x4)      cliff, as above       1.5 / **59** / 1.7
-    ========================  ====================  ====================
-
-    YNNPACK runs a 64-channel conv on 56x56 maps on one of the two cores; oneDNN uses both.
-    Winograd F(4x4)'s forward and input gradient (44 / 42 ms at 56x56) no longer pay there,
-    so under oneDNN they are left to the native kernel, and so is the stem's kernel gradient
-    (82 ms, against 209 as im2col).  The native kernel *gradients* of the other convs are
-    faster alone but not in the train step, where XLA transposes their activations (batch
-    norm and ReLU recomputed into each transpose).  ResNet-18 224x224 step at batch 32, plan
-    as kept (Winograd and per-tap kernel gradients): 1,726-1,838 ms over four runs; every
-    kernel gradient native: 1,840-1,942 ms over three; the strided convs' ones native: 1,871
-    and 2,001 ms, in runs alternating with the kept plan's 1,765 and 1,838.  The cliffs
-    (bold) are oneDNN's too, and keep their matrix-product forms.  Whole step, same
-    machine, four alternating runs each: 2,001-2,169 ms with YNNPACK against 1,678-1,830 ms
-    with oneDNN, 14% less (``python -m
-    jaxvision.benchmark --models resnet18 --resolutions 224 --modes train --steps 10
-    --xla-cpu-conv ynnpack``, then ``onednn``).
-
-    With 128 channels and more, Winograd's forward and input gradient do beat oneDNN's:
-    its direct convolution runs near the two cores' peak, and only Winograd's fewer
-    multiplies get under it.  AMD EPYC (Zen 4, 2 cores), oneDNN, tcmalloc, batch 32, wall
-    ms forward / input-grad / kernel-grad, medians of 7 rounds
-    (``XLA_FLAGS="<ONEDNN_XLA_FLAGS>" python experiments/conv_passes.py --shapes
-    32x56x64x64,...,32x8x640x640 --forms lax,winograd2,winograd4 --repeats 7
-    --interleave``):
-
-    ========================  ====================  ====================  ====================
-    conv (input map)          lax                   winograd2             winograd4
-    ========================  ====================  ====================  ====================
-    3x3 64->64 (56x56)        44.6 / 43.1 / 59.6    42.3 / 42.2 / 85.9    44.9 / 42.3 / 63.4
-    3x3 128->128 (28x28)      40.0 / 41.3 / 44.3    31.4 / 29.5 / 32.9    25.3 / 23.4 / 26.0
-    3x3 256->256 (14x14)      40.1 / 40.1 / 42.2    22.8 / 25.3 / 28.1    39.2 / 48.8 / 25.4
-    3x3 512->512 (7x7)        37.1 / 41.7 / 37.2    25.2 / 56.2 / 31.9    26.4 / 115 / 23.8
-    3x3 160->160 (32x32)      79.2 / 79.8 / 99.8    59.7 / 54.6 / 62.7    50.1 / 48.5 / 50.6
-    3x3 320->320 (16x16)      73.1 / 75.0 / 79.6    44.4 / 47.0 / 44.5    30.3 / 34.3 / 31.2
-    3x3 640->640 (8x8)        77.1 / 80.4 / 75.5    40.9 / 54.4 / 42.6    32.5 / 72.1 / 38.4
-    ========================  ====================  ====================  ====================
-
-    So under oneDNN, convs of at least ``onednn_winograd_min_macs`` multiply-adds and
-    ``onednn_winograd_min_channels`` channels run F(4x4) where its 4x4 output tiles fit the
-    map (F(4x4) on 14x14 maps computes 16x16) and F(2x2) elsewhere, forward and input
-    gradient, except the input gradient of maps under 14x14, and F(4x4) for the kernel
-    gradient.  The per-pass gains shrink in the whole step (the transforms compete with
-    batch norm for memory bandwidth): ResNet-18's train step at 224x224 went from 2,096-2,137
-    ms to 1,916-2,077 ms (1.16-1.23x PyTorch's to 1.09-1.13x) in three runs of each plan,
-    alternating, and its compile time from 11-12 s to 23-26 s (``python -m
-    jaxvision.benchmark --models resnet18 --resolutions 224 --batch-sizes 32 --compare torch
-    --modes train --steps 10 --warmup 3``).  For the same reason the large 64-channel convs
-    keep their native kernel gradient too (no faster alone as Winograd: 63 against 60 ms):
-    the step then took 1,893-1,962 ms against 1,967-2,114 ms (1.07-1.08x against 1.08-1.15x),
-    compiling in 20 s.
-
-    At 64x64 input (0.3G multiply-adds per conv) the passes are a few milliseconds each, and
-    only the whole step, timed against the rule without the change in the same process,
-    shows what pays.  Per pass first (``XLA_FLAGS="<ONEDNN_XLA_FLAGS>" python
-    experiments/conv_passes.py --shapes 32x16x64x64,32x8x128x128,32x4x256x256 --forms
-    lax,winograd2,winograd4 --repeats 11 --interleave``, and ``--stride 2`` for the strided
-    rows; wall ms, medians, AMD EPYC, tcmalloc):
-
-    ========================  ====================  ====================  ====================
-    conv (input map)          lax                   winograd2 / shift     winograd4
-    ========================  ====================  ====================  ====================
-    3x3 64->64 (16x16)        4.0 / 3.8 / 7.0       4.6 / 4.4 / 5.7       4.1 / 4.3 / 4.1
-    3x3 128->128 (8x8)        5.1 / 5.0 / 5.9       6.0 / 5.8 / 4.5       3.8 / 5.3 / 3.9
-    3x3 256->256 (4x4)        3.2 / 4.0 / 3.4       2.0 / 4.8 / 2.4       3.7 / 10.5 / 4.2
-    3x3/2 64->128 (16x16)     2.2 / 2.5 / 2.9       shift: 3.3 / 2.5 / 3.2
-    ========================  ====================  ====================  ====================
-
-    The native kernel gradient pays for XLA's transposes of the activations (the batch
-    becomes the contraction), which in the train step also recompute batch norm and ReLU:
-    ``transpose_copy_fusion`` took 16 of the step's 185 ms (``experiments/trace_summary.py``).
-    So convs of at least ``winograd_min_macs`` with 64 channels on maps from
-    ``onednn_small_winograd_min_side`` (4x4) to 13x13 get Winograd's kernel gradient, F(4x4)
-    from 7x7 and F(2x2) below, and with 128 channels its forward pass too, F(4x4) where the
-    tiles fit a map of 8x8 or more and F(2x2) otherwise; strided 3x3 convs of
-    ``onednn_strided_shift_min_macs`` and up (under the 1G of the large rule) compute both
-    gradients tap by tap.  ResNet-18's 64x64 train step at batch 32, medians of 25 rounds,
-    the variants timed in turn (``python experiments/plan_ab.py --model resnet18
-    --resolution 64 --variant "onednn_small_winograd_min_side=99,onednn_strided_shift_min_macs=1e18"
-    --variant "" --variant ...``): 178.1 ms before, 158.3 ms with both (0.89x), 174.0 ms
-    without the small-map Winograd (0.98x), 165.7 ms without the per-tap gradients (0.93x);
-    compile time went from 6 s to 12 s.  At 224x224, with a first version of the rule that
-    also covered the strided convs of 1G and up, their input gradient tap by tap made no
-    difference (0.995x and 1.033x in two such runs), so those keep the native one.
-
-    ``_TABLE`` holds the thresholds.  Grouped convs keep ``lax``: their matmul form is a
-    batched GEMM of tiny matrices.  Depthwise ones (a single input channel per group) are
-    the exception: XLA:CPU's native kernel is pathologically slow on them with either
-    library, while the "shift" form is then one broadcast multiply per tap, all fused into
-    one loop, and its kernel gradient is summed image by image
-    (:func:`_depthwise_by_image`).  ConvNeXt-T's 7x7 depthwise convs at batch 16, AMD EPYC,
-    ms forward / input-grad / kernel-grad (``python experiments/conv_passes.py --shapes
-    16x56x96x96,16x28x192x192,16x14x384x384,16x7x768x768 --kernel 7 --groups depthwise
-    --forms lax,shift``, YNNPACK; oneDNN's native times are of the same order):
-
-    ========================  ====================  ====================
-    conv (input map)          lax                   shift
-    ========================  ====================  ====================
-    7x7 dw 96 (56x56)         379 / 442 / 631       10.8 / 56 / 88
-    7x7 dw 192 (28x28)        150 / 158 / 316       6.2 / 28 / 40
-    7x7 dw 384 (14x14)        78 / 77 / 265         4.9 / 21 / 20
-    7x7 dw 768 (7x7)          43 / 42 / 341         2.9 / 7.3 / 17
-    ========================  ====================  ====================
-
-    The convnext_tiny train step at batch 16 went from 17.4 s to 8.1 s, inference from
-    3.7 s to 2.1 s; the price is compile time (26 s instead of 5 s: every tap is an
-    operation of its own).
+    """Per-pass formulation on XLA:CPU over XLA's own operations: the native kernel except
+    where it is slow (few output positions with many channels, the input gradient of
+    strided convs on small maps, strided 1x1 kernel gradients, depthwise convs, gradients
+    inside loop bodies), Winograd for 3x3 stride-1 convs where its fewer multiplies pay
+    (it costs compile time: only above ``winograd_min_macs``), and per-library variants
+    for ``library='onednn'`` (XLA's Eigen kernel with oneDNN's sgemm).  The thresholds are
+    in ``_TABLE``; the measurements that set each one, with their commands, are in
+    docs/design/cpu_convolutions.md.
     """
     taps = g.kh * g.kw
     if depthwise(g):
@@ -625,34 +419,11 @@ def conv_plan(g: _Geometry, impl: str, platform: str, in_loop: bool = False,
 
     On the CPU, ``'auto'`` runs oneDNN's convolution primitives where they apply
     (:func:`onednn_applies`, float32: ``onednn_dtype``), the library is available
-    (:func:`jaxvision.layers.onednn.available`) and the job has a single device, and
-    otherwise ``'xla'``'s rule over XLA's own operations (:func:`_choose_plan_cpu`);
-    ``'onednn'`` insists on the primitives.  Only convs of ``onednn_min_macs`` multiply-adds
-    and more (``_TABLE``) take them: ResNet-18's train step at batch 32, medians of the
-    variants timed in turn (``python experiments/plan_ab.py --model resnet18 --resolution
-    224 --rounds 8 --variant impl=xla --variant impl=onednn``, then ``--resolution 64
-    --rounds 21``; Intel Xeon, tcmalloc), took 0.85x the ``'xla'`` rule's time at 224x224
-    (1,827 against 2,147 ms; its convs have 1.8-3.8G multiply-adds) but 1.39x at 64x64
-    (255 against 184 ms; 0.3G each), where the same passes timed alone are as fast as the
-    rule's (below).  Where the rule computes a pass by Winograd (4x fewer multiplies: 3x3
-    stride-1 convs with ``onednn_keep_winograd_min_channels`` channels or more), ``'auto'``
-    keeps it and gives oneDNN the other passes: WRN-28-10's train step (batch 16, 32x32,
-    ``python experiments/plan_ab.py --model wrn28_10 --resolution 32 --batch 16 --rounds 6
-    --variant onednn_keep_winograd_min_channels=1e9 --variant onednn_keep_winograd_min_channels=128
-    --variant impl=xla``) took 2,118 ms this way against 2,397 ms with every pass on oneDNN
-    (and 2,009 ms with the rule alone), ResNet-18's at 224x224 1,812 against 1,829 ms (2,155
-    with the rule alone; the same command with ``--model resnet18 --resolution 224 --batch
-    32 --rounds 8``).  The single device: XLA's partitioner cannot
-    split a foreign call, and runs it on the whole gathered batch on every device of a
-    sharded ``jit`` (correct, but as many times the work), so several (simulated) CPU
-    devices keep XLA's own convolutions.
-
-    ResNet-18's convolutions at batch 32, 224x224, Intel Xeon (2 cores), each pass timed
-    alone, summed over the network, ms forward / input-grad / kernel-grad: the primitives
-    450 / 408 / 449 (1,307) against PyTorch's ``conv2d`` 419 / 434 / 462 (1,316) in the same
-    run (``JAXVISION_CONV_IMPL=onednn python experiments/conv_vs_torch.py --resolution
-    224``); the ``'xla'`` rule 441 / 490 / 703 (1,634) against PyTorch's 386 / 409 / 435
-    (1,230) in another (``JAXVISION_CONV_IMPL=xla``).
+    (:func:`jaxvision.layers.onednn.available`), the job has a single device (XLA's
+    partitioner cannot split a foreign call) and the conv has at least ``onednn_min_macs``
+    multiply-adds, keeping Winograd passes of convs with many channels; otherwise
+    ``'xla'``'s rule (:func:`_choose_plan_cpu`).  ``'onednn'`` insists on the primitives.
+    Measurements: docs/design/cpu_convolutions.md.
     """
     if impl == "lax":
         return Plan("lax", "lax", "lax")
