@@ -75,6 +75,20 @@ def _named(name):
     return lambda: (_timm().create_model(name), None)
 
 
+def _classic(name, torch_factory, **jax_kwargs):
+    """A full-size classic network (no width arguments to shrink it) with its dropout off
+    on both sides; torch's is built on the meta device and filled with noise (fast)."""
+    def factory():
+        import jaxvision
+        from tests.test_classic import fast_torch
+        return fast_torch(torch_factory), jaxvision.create_model(name, **jax_kwargs)
+    return factory
+
+
+def _tv(attr, **kw):
+    return lambda: getattr(__import__("torchvision").models, attr)(**kw)
+
+
 # id -> (jaxvision name, torch factory returning (torch model, jaxvision kwargs), input, batch)
 CASES = {
     "resnet": ("resnet18", _resnet_basic, 64, 2),
@@ -85,6 +99,7 @@ CASES = {
     "nfnet": ("test_nfnet", _named("test_nfnet"), 32, 2),
     "vit": ("test_vit", _vit, 32, 2),
     "mixer": ("test_mixer", _mixer, 32, 2),
+    "alexnet": ("alexnet", _classic("alexnet", _tv("alexnet"), dropout_rate=0.0), 63, 2),
 }
 
 
