@@ -170,7 +170,8 @@ def test_resnet_train_gradients_match_lax(monkeypatch):
     the same logits and parameter gradients as with XLA's own."""
     model = create_model("test_resnet", num_classes=5)
     x = _rand((4, 32, 32, 3), 3)
-    variables = model.init(jax.random.PRNGKey(0), x, train=False)
+    # jitted: an eager init compiles one small program per parameter
+    variables = jax.jit(functools.partial(model.init, train=False))(jax.random.PRNGKey(0), x)
     labels = jnp.arange(4) % 5
 
     def loss(params, impl):
