@@ -170,7 +170,10 @@ def test_resnet_train_gradients_match_lax(monkeypatch):
     the same logits and parameter gradients as with XLA's own."""
     model = create_model("test_resnet", num_classes=5)
     x = _rand((4, 32, 32, 3), 3)
-    variables = model.init(jax.random.PRNGKey(0), x, train=False)
+    # jitted, with an 'rbg' key: an eager init compiles one small program per parameter, and
+    # XLA:CPU compiles a threefry init of a small network for many seconds
+    variables = jax.jit(functools.partial(model.init, train=False))(
+        jax.random.key(0, impl="rbg"), x)
     labels = jnp.arange(4) % 5
 
     def loss(params, impl):
