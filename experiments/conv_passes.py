@@ -12,7 +12,7 @@ gradient are compiled separately and timed (milliseconds, best of ``--repeats`` 
 warm-up) on the default device; with ``--interleave`` every pass of every form is compiled
 first and then timed in turn for ``--repeats`` rounds, and the median is reported, which is
 steadier on a shared machine.  These are the measurements behind the thresholds of
-``conv_impl._choose_plan_cpu``; numbers from one process are comparable with each other,
+``conv_impl.choose_plan_cpu``; numbers from one process are comparable with each other,
 not with another machine's.
 
 ``--loop STEPS`` instead times the gradient (input and kernel) of STEPS residual steps
@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvision.layers.conv_impl import _FORMS, Plan, conv_general_dilated, loop_body
+from jaxvision.layers.conv_impl import FORMS, Plan, conv_general_dilated, loop_body
 
 
 def best_ms(fn, *args, repeats: int) -> float:
@@ -138,9 +138,9 @@ def main(argv=None) -> None:
                     help="time the forms in turn, --repeats rounds, and report medians")
     args = ap.parse_args(argv)
     forms = args.forms.split(",")
-    bad = [f for f in forms if f not in _FORMS + (("auto",) if args.loop else ())]
+    bad = [f for f in forms if f not in FORMS + (("auto",) if args.loop else ())]
     if bad:
-        ap.error(f"unknown formulation(s) {bad}; choose from {list(_FORMS)}")
+        ap.error(f"unknown formulation(s) {bad}; choose from {list(FORMS)}")
     if args.groups != "depthwise" and not (args.groups.isdigit() and int(args.groups) > 0):
         ap.error(f"--groups {args.groups!r} is neither a positive integer nor 'depthwise'")
     if args.loop and args.groups != "1":

@@ -105,7 +105,7 @@ def main(argv=None) -> list[dict]:
         name = f"{k}x{k}/{st} {c}->{o} ({h}x{h})"
         rows.append({"conv": name, "count": count, "jaxvision_ms": ours, "torch_ms": theirs,
                      "plan": tuple(conv_impl.conv_plan(
-                         conv_impl._Geometry(n, h, h, c, k, k, o, ho, ho, (st, st),
+                         conv_impl.Geometry(n, h, h, c, k, k, o, ho, ho, (st, st),
                                              ((p, p), (p, p)), (1, 1), 1),
                          conv_impl.requested_impl(), jax.default_backend()))})
     print(f"ResNet-18 convs, batch {n}, {args.resolution}x{args.resolution}, {library} "

@@ -5,7 +5,7 @@
         --variant "onednn_small_winograd_min_side=99,onednn_strided_shift_min_macs=1e18"
 
 Each ``--variant`` is a comma-separated list of ``KEY=VALUE`` overrides of the thresholds in
-``conv_impl._TABLE`` (an empty string: the rule as it is), and may name the implementation
+``conv_impl.THRESHOLDS`` (an empty string: the rule as it is), and may name the implementation
 (``impl=xla``, ``impl=onednn``: ``JAXVISION_CONV_IMPL`` while it is traced); the first variant
 is the reference.  Every variant's train step (the benchmark's: forward, backward, SGD with
 momentum) is traced and compiled with its overrides in place, then all are run in turn,
@@ -28,7 +28,7 @@ from jaxvision.layers import conv_impl
 
 
 def parse_variant(spec: str) -> dict:
-    """``"a=1,b=2e9"`` -> ``{"a": 1, "b": 2000000000}``, keys checked against ``_TABLE``;
+    """``"a=1,b=2e9"`` -> ``{"a": 1, "b": 2000000000}``, keys checked against ``THRESHOLDS``;
     ``impl=NAME`` (one of ``conv_impl.IMPLS``) is kept as a string."""
     out = {}
     for item in filter(None, (s.strip() for s in spec.split(","))):
@@ -41,10 +41,10 @@ def parse_variant(spec: str) -> dict:
                 raise ValueError(f"impl={value!r} is not one of {', '.join(conv_impl.IMPLS)}")
             out[key] = value.strip()
             continue
-        if key not in conv_impl._TABLE:
-            close = difflib.get_close_matches(key, conv_impl._TABLE, n=3)
+        if key not in conv_impl.THRESHOLDS:
+            close = difflib.get_close_matches(key, conv_impl.THRESHOLDS, n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise ValueError(f"unknown threshold {key!r}{hint} (known: conv_impl._TABLE)")
+            raise ValueError(f"unknown threshold {key!r}{hint} (known: conv_impl.THRESHOLDS)")
         try:
             number = float(value)
         except ValueError:
@@ -60,7 +60,7 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=25)
     ap.add_argument("--variant", action="append", required=True,
-                    help="comma-separated KEY=VALUE overrides of conv_impl._TABLE ('' = none)")
+                    help="comma-separated KEY=VALUE overrides of conv_impl.THRESHOLDS ('' = none)")
     args = ap.parse_args(argv)
     for name in ("resolution", "batch", "rounds"):
         if getattr(args, name) < 1:
@@ -70,7 +70,7 @@ def main(argv=None) -> list[dict]:
 
     from jaxvision import benchmark  # imports JAX, after the library flags are in place
 
-    table = dict(conv_impl._TABLE)
+    table = dict(conv_impl.THRESHOLDS)
     runs = []
     for spec, overrides in variants:
         overrides = dict(overrides)
@@ -78,13 +78,13 @@ def main(argv=None) -> list[dict]:
         saved_impl = os.environ.get(conv_impl.ENV_VAR)
         if impl is not None:
             os.environ[conv_impl.ENV_VAR] = impl
-        conv_impl._TABLE.update(overrides)
+        conv_impl.THRESHOLDS.update(overrides)
         try:
-            row, runners = benchmark._jax_setup(args.model, args.batch, args.resolution,
+            row, runners = benchmark.jax_setup(args.model, args.batch, args.resolution,
                                                 args.resolution, "float32", ["train"])
         finally:
-            conv_impl._TABLE.clear()
-            conv_impl._TABLE.update(table)
+            conv_impl.THRESHOLDS.clear()
+            conv_impl.THRESHOLDS.update(table)
             if saved_impl is None:
                 os.environ.pop(conv_impl.ENV_VAR, None)
             else:

@@ -301,7 +301,7 @@ def step_flops(name: str, batch: int, height: int, width: int,
             "infer": model_flops(infer, inputs, x)}
 
 
-def _jax_setup(name: str, batch: int, height: int, width: int, dtype: str,
+def jax_setup(name: str, batch: int, height: int, width: int, dtype: str,
                modes: Sequence[str]) -> tuple[dict, dict]:
     """Compile the train step and inference of a model on synthetic on-device data.
 
@@ -498,7 +498,7 @@ def _run(models: Sequence[str], batch_sizes: Sequence[int], resolutions: Sequenc
                                dtype=dtype, conv_impl=impl)
                     log(f"[jaxvision] {name} batch={batch} {height}x{width} {dtype}: "
                         "compiling")
-                    jax_row, runners = _jax_setup(name, batch, height, width, dtype, modes)
+                    jax_row, runners = jax_setup(name, batch, height, width, dtype, modes)
                     torch_fns = {}
                     if compare == "torch" and not torch_reason:
                         torch_fns, why = _torch_setup(

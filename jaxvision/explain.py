@@ -63,8 +63,8 @@ def reason(r: dict) -> str:
         return "kernels.conv=matmul: every pass as matrix products"
     if r["platform"] != "cpu":
         return f"{r['platform']}: the platform's own convolution (no CPU slow cases)"
-    macs = conv_impl._macs(g)
-    threshold = conv_impl._TABLE["onednn_min_macs"]
+    macs = conv_impl.multiply_adds(g)
+    threshold = conv_impl.THRESHOLDS["onednn_min_macs"]
     if "onednn" in chosen:
         why = ("kernels.conv=onednn" if impl == "onednn" else
                f"oneDNN primitives: one device and {macs / 1e9:.2f}G >= {threshold / 1e9:g}G "
@@ -127,7 +127,7 @@ def explain(model_name: str, input_size: int | None = None, batch: int = 32,
             "kernel": f"{g.kh}x{g.kw}" if g is not None else "",
             "stride": g.strides[0] if g is not None else 0,
             "groups": g.groups if g is not None else 1,
-            "macs": conv_impl._macs(g) if g is not None else 0,
+            "macs": conv_impl.multiply_adds(g) if g is not None else 0,
             "plan": tuple(r["plan"]),
             "reason": reason(r),
         })

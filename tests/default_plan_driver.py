@@ -85,7 +85,7 @@ SMALL = {"onednn_min_macs": 0, "onednn_keep_winograd_min_channels": 16, "winogra
 
 if __name__ == "__main__":
     if sys.argv[1] == "--small":
-        conv_impl._TABLE.update(SMALL)
+        conv_impl.THRESHOLDS.update(SMALL)
         del sys.argv[1]
     for spec in sys.argv[1:]:
         name, hw, batch = spec.split(":")

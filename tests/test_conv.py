@@ -114,7 +114,7 @@ def test_winograd(form, x_shape, padding):
 
 
 def test_winograd_applies_only_where_it_computes_the_conv():
-    geo = functools.partial(conv_impl._Geometry, 2, 8, 8, 4, 3, 3, 4, 8, 8, (1, 1),
+    geo = functools.partial(conv_impl.Geometry, 2, 8, 8, 4, 3, 3, 4, 8, 8, (1, 1),
                             ((1, 1), (1, 1)))
     assert conv_impl.winograd_applies(geo((1, 1), 1))
     assert not conv_impl.winograd_applies(geo((2, 2), 1))           # dilated
@@ -122,7 +122,7 @@ def test_winograd_applies_only_where_it_computes_the_conv():
     assert not conv_impl.winograd_applies(_geometry(8, 4, 4, 3, 2))  # strided
     assert not conv_impl.winograd_applies(_geometry(8, 4, 4, 5, 1))  # 5x5
     assert not conv_impl.winograd_applies(
-        conv_impl._Geometry(2, 8, 8, 4, 3, 3, 4, 9, 6, (1, 1), ((3, 0), (-1, 0)), (1, 1), 1))
+        conv_impl.Geometry(2, 8, 8, 4, 3, 3, 4, 9, 6, (1, 1), ((3, 0), (-1, 0)), (1, 1), 1))
 
 
 def test_winograd_runs_only_in_float32_and_above():
@@ -284,7 +284,7 @@ def test_unsupported_calls_fall_back_to_lax():
 def _geometry(h, c, o, k, s):
     p = (k - 1) // 2
     ho = (h + 2 * p - k) // s + 1
-    return conv_impl._Geometry(32, h, h, c, k, k, o, ho, ho, (s, s), ((p, p), (p, p)),
+    return conv_impl.Geometry(32, h, h, c, k, k, o, ho, ho, (s, s), ((p, p), (p, p)),
                                (1, 1), 1)
 
 
@@ -370,16 +370,16 @@ def test_plan_choice(monkeypatch):
     # the native kernel.
     dw = _geometry(56, 96, 96, 7, 1)._replace(groups=96)
     for library in ("ynnpack", "onednn"):
-        assert conv_impl._choose_plan_cpu(dw, library) == Plan("shift", "shift", "shift")
-        assert conv_impl._choose_plan_cpu(dw._replace(o=192), library).wgrad == "shift"
-        assert conv_impl._choose_plan_cpu(dw._replace(groups=48), library) == lax_only
+        assert conv_impl.choose_plan_cpu(dw, library) == Plan("shift", "shift", "shift")
+        assert conv_impl.choose_plan_cpu(dw._replace(o=192), library).wgrad == "shift"
+        assert conv_impl.choose_plan_cpu(dw._replace(groups=48), library) == lax_only
     assert conv_impl.conv_plan(dw, "auto", "gpu") == lax_only
     assert conv_impl.conv_plan(big, "matmul", "gpu") == Plan("im2col", "im2col", "im2col")
 
     # Strided convs whose output map is narrower than the kernel (CapsNet's 9x9/2 primary
     # capsules, 20x20 -> 6x6): per-tap products forward (with many channels), im2col for
     # the input gradient; the same kernel with padding (10x10 outputs) keeps lax.
-    caps = conv_impl._Geometry(32, 20, 20, 256, 9, 9, 256, 6, 6, (2, 2), ((0, 0), (0, 0)),
+    caps = conv_impl.Geometry(32, 20, 20, 256, 9, 9, 256, 6, 6, (2, 2), ((0, 0), (0, 0)),
                                (1, 1), 1)
     assert conv_impl.conv_plan(caps, "auto", "cpu") == Plan("shift", "im2col", "lax")
     assert conv_impl.conv_plan(caps._replace(c=64), "auto", "cpu") == Plan("lax", "im2col", "lax")
@@ -497,15 +497,15 @@ def test_plan_ab_script(capsys, monkeypatch):
     that makes test_cnn's forward convs single GEMMs), restores them, times all in turn, and
     refuses an unknown or non-numeric threshold before compiling anything."""
     mod = load_experiment("plan_ab")
-    table = dict(conv_impl._TABLE)
+    table = dict(conv_impl.THRESHOLDS)
     seen = []
-    choose = conv_impl._choose_plan_cpu
-    monkeypatch.setattr(conv_impl, "_choose_plan_cpu",
+    choose = conv_impl.choose_plan_cpu
+    monkeypatch.setattr(conv_impl, "choose_plan_cpu",
                         lambda g, lib="ynnpack": seen.append(choose(g, lib)) or seen[-1])
     gemm = "min_channels=1,fwd_max_out_positions=1e6"  # every forward pass one GEMM
     rows = mod.main(["--model", "test_cnn", "--resolution", "8", "--batch", "2",
                      "--rounds", "2", "--variant", "", "--variant", gemm])
-    assert conv_impl._TABLE == table
+    assert conv_impl.THRESHOLDS == table
     assert [r["variant"] for r in rows] == ["", gemm] and rows[0]["ratio"] == 1.0
     assert all(r["min_ms"] <= r["median_ms"] for r in rows)
     half = len(seen) // 2
@@ -530,7 +530,7 @@ def test_plan_ab_script(capsys, monkeypatch):
     for bad in (["--rounds", "0"], ["--batch", "0"], ["--resolution", "0"]):
         with pytest.raises(SystemExit):
             mod.main(["--resolution", "8", "--variant", "", *bad])
-    assert conv_impl._TABLE == table
+    assert conv_impl.THRESHOLDS == table
 
 
 def test_conv_vs_torch_script(capsys):

@@ -93,7 +93,7 @@ def test_the_primitives_are_foreign_calls_on_the_cpu():
 def _geom(side, c, o, k, stride, pad=None, n=32):
     pad = k // 2 if pad is None else pad
     out = (side + 2 * pad - k) // stride + 1
-    return conv_impl._Geometry(n, side, side, c, k, k, o, out, out, (stride, stride),
+    return conv_impl.Geometry(n, side, side, c, k, k, o, out, out, (stride, stride),
                                ((pad, pad), (pad, pad)), (1, 1), 1)
 
 

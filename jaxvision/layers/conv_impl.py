@@ -67,7 +67,7 @@ from jax import lax
 from jaxvision.layers import onednn
 
 IMPLS = ("auto", "onednn", "xla", "lax", "matmul")
-_FORMS = ("lax", "im2col", "shift", "winograd2", "winograd4", "onednn")
+FORMS = ("lax", "im2col", "shift", "winograd2", "winograd4", "onednn")
 ENV_VAR = "JAXVISION_CONV_IMPL"
 
 
@@ -80,7 +80,7 @@ class Plan(NamedTuple):
     wgrad: str
 
 
-class _Geometry(NamedTuple):
+class Geometry(NamedTuple):
     """Static description of one NHWC/HWIO convolution (all ints / tuples of ints)."""
 
     n: int
@@ -236,14 +236,14 @@ def configure_cpu_convolutions(choice: str | None = None) -> str:
     return "onednn"
 
 
-def _choose_plan_cpu(g: _Geometry, library: str = "ynnpack") -> Plan:
+def choose_plan_cpu(g: Geometry, library: str = "ynnpack") -> Plan:
     """Per-pass formulation on XLA:CPU over XLA's own operations: the native kernel except
     where it is slow (few output positions with many channels, the input gradient of
     strided convs on small maps, strided 1x1 kernel gradients, depthwise convs, gradients
     inside loop bodies), Winograd for 3x3 stride-1 convs where its fewer multiplies pay
     (it costs compile time: only above ``winograd_min_macs``), and per-library variants
     for ``library='onednn'`` (XLA's Eigen kernel with oneDNN's sgemm).  The thresholds are
-    in ``_TABLE``; the measurements that set each one, with their commands, are in
+    in ``THRESHOLDS``; the measurements that set each one, with their commands, are in
     docs/design/cpu_convolutions.md.
     """
     taps = g.kh * g.kw
@@ -255,67 +255,67 @@ def _choose_plan_cpu(g: _Geometry, library: str = "ynnpack") -> Plan:
         return Plan("shift", "shift", "shift")
     out_pos = g.ho * g.wo
     in_pos = g.h * g.w
-    wide = g.c >= _TABLE["min_channels"]
-    fwd = "im2col" if out_pos <= _TABLE["fwd_max_out_positions"] and wide else "lax"
+    wide = g.c >= THRESHOLDS["min_channels"]
+    fwd = "im2col" if out_pos <= THRESHOLDS["fwd_max_out_positions"] and wide else "lax"
     strided = max(g.strides) > 1
     narrow = strided and min(g.ho, g.wo) < max(g.kh, g.kw)
-    if fwd == "lax" and narrow and g.c >= _TABLE["narrow_fwd_min_channels"]:
+    if fwd == "lax" and narrow and g.c >= THRESHOLDS["narrow_fwd_min_channels"]:
         fwd = "shift"
     # The input-gradient maps the output-sized gradient back onto the input: its cliff
     # follows the small gradient map, made worse by strides.
-    small_grad = out_pos <= _TABLE["dgrad_max_out_positions"]
+    small_grad = out_pos <= THRESHOLDS["dgrad_max_out_positions"]
     # ... and so does a strided conv whose output map is narrower than its kernel (CapsNet's
     # 9x9/2 primary capsules on 20x20 maps: 12.2 s native against 0.27 s as im2col).
-    strided_small = narrow or (strided and in_pos <= _TABLE["dgrad_strided_max_in_positions"])
+    strided_small = narrow or (strided and in_pos <= THRESHOLDS["dgrad_strided_max_in_positions"])
     dgrad = "im2col" if (small_grad or strided_small) and wide else "lax"
     wgrad = "lax"
-    macs = _macs(g)
+    macs = multiply_adds(g)
     onednn = library == "onednn"
     # Under oneDNN the large convs have a rule of their own (below).
-    onednn_large = onednn and macs >= _TABLE["onednn_winograd_min_macs"]
+    onednn_large = onednn and macs >= THRESHOLDS["onednn_winograd_min_macs"]
     if max(g.strides) > 1 and taps == 9 and wide:
-        if macs >= _TABLE["strided_wgrad_shift_min_macs"]:
+        if macs >= THRESHOLDS["strided_wgrad_shift_min_macs"]:
             wgrad = "shift"
-        if onednn and not onednn_large and macs >= _TABLE["onednn_strided_shift_min_macs"]:
+        if onednn and not onednn_large and macs >= THRESHOLDS["onednn_strided_shift_min_macs"]:
             wgrad = "shift"
             dgrad = "shift" if dgrad == "lax" else dgrad
-    if (g.c <= _TABLE["stem_max_channels"] and taps >= _TABLE["stem_min_taps"]
+    if (g.c <= THRESHOLDS["stem_max_channels"] and taps >= THRESHOLDS["stem_min_taps"]
             and max(g.strides) > 1 and cpu_vendor() == "intel" and not onednn):
         wgrad = "im2col"
     side = min(g.ho, g.wo)
     # Under oneDNN the large convs skip this rule: with few channels they keep even their
     # native kernel gradient.
-    if (winograd_applies(g) and side >= _TABLE["winograd_min_side"]
-            and macs >= _TABLE["winograd_min_macs"] and not onednn_large):
+    if (winograd_applies(g) and side >= THRESHOLDS["winograd_min_side"]
+            and macs >= THRESHOLDS["winograd_min_macs"] and not onednn_large):
         wgrad = "winograd4"
-        if (_TABLE["winograd_min_channels"] <= min(g.c, g.o)
-                and max(g.c, g.o) <= _TABLE["winograd_max_channels"] and not onednn):
+        if (THRESHOLDS["winograd_min_channels"] <= min(g.c, g.o)
+                and max(g.c, g.o) <= THRESHOLDS["winograd_max_channels"] and not onednn):
             fwd = "winograd4" if fwd == "lax" else fwd
             dgrad = "winograd4" if dgrad == "lax" else dgrad
-    if (onednn_large and winograd_applies(g) and side >= _TABLE["onednn_winograd_min_side"]
-            and min(g.c, g.o) >= _TABLE["onednn_winograd_min_channels"]):
+    if (onednn_large and winograd_applies(g) and side >= THRESHOLDS["onednn_winograd_min_side"]
+            and min(g.c, g.o) >= THRESHOLDS["onednn_winograd_min_channels"]):
         # F(4x4) where its 4x4 output tiles fit the map exactly, F(2x2) elsewhere.
         form = "winograd4" if g.ho % 4 == 0 and g.wo % 4 == 0 else "winograd2"
         wgrad = "winograd4"
         fwd = form if fwd == "lax" else fwd
-        if side >= _TABLE["winograd_min_side"]:
+        if side >= THRESHOLDS["winograd_min_side"]:
             dgrad = form if dgrad == "lax" else dgrad
     elif (onednn and not onednn_large and winograd_applies(g)
-          and min(g.c, g.o) >= _TABLE["min_channels"] and macs >= _TABLE["winograd_min_macs"]
-          and _TABLE["onednn_small_winograd_min_side"] <= side < _TABLE["winograd_min_side"]):
+          and min(g.c, g.o) >= THRESHOLDS["min_channels"] and macs >= THRESHOLDS["winograd_min_macs"]
+          and THRESHOLDS["onednn_small_winograd_min_side"] <= side < THRESHOLDS["winograd_min_side"]):
         # Small maps (ResNet-18's 8x8 and 4x4 at 64x64 input): F(4x4) on maps of 8x8 and up
         # whose tiles fit them, F(2x2) below, for the forward pass of convs with 128
         # channels and more, F(4x4) / F(2x2) kernel gradients from 7x7 / 4x4; the input
         # gradient stays native.
-        if min(g.c, g.o) >= _TABLE["onednn_winograd_min_channels"] and fwd == "lax":
+        if min(g.c, g.o) >= THRESHOLDS["onednn_winograd_min_channels"] and fwd == "lax":
             fwd = ("winograd4" if side >= 8 and g.ho % 4 == 0 and g.wo % 4 == 0
                    else "winograd2")
-        wgrad = "winograd4" if side >= _TABLE["onednn_winograd_min_side"] else "winograd2"
+        wgrad = "winograd4" if side >= THRESHOLDS["onednn_winograd_min_side"] else "winograd2"
     return Plan(fwd, dgrad, wgrad)
 
 
 # Thresholds of the CPU rule (positions = spatial size per image).
-_TABLE = {
+THRESHOLDS = {
     "min_channels": 64,
     "fwd_max_out_positions": 4,
     "dgrad_max_out_positions": 4,
@@ -385,7 +385,7 @@ def loop_body():
         _IN_LOOP.reset(token)
 
 
-def _macs(g: _Geometry) -> int:
+def multiply_adds(g: Geometry) -> int:
     """Multiply-adds of the forward pass."""
     return g.n * g.ho * g.wo * g.c * g.o * g.kh * g.kw // g.groups
 
@@ -396,14 +396,14 @@ def onednn_eligible(impl: str) -> bool:
     return impl == "onednn" or (impl == "auto" and jax.device_count() == 1)
 
 
-def onednn_applies(g: _Geometry) -> bool:
+def onednn_applies(g: Geometry) -> bool:
     """Whether :mod:`jaxvision.layers.onednn` computes this conv: ungrouped, with paddings
     that oneDNN accepts once the rows and columns no output reads are dropped
     (:func:`_onednn_pads`)."""
     return g.groups == 1 and all(p >= 0 for pair in _onednn_pads(g) for p in pair)
 
 
-def _onednn_pads(g: _Geometry):
+def _onednn_pads(g: Geometry):
     """The paddings with the high side cut to what the last output position reads (oneDNN
     wants ``(in + pads - extent) / stride + 1`` to equal the output size exactly)."""
     out = []
@@ -413,7 +413,7 @@ def _onednn_pads(g: _Geometry):
     return tuple(out)
 
 
-def conv_plan(g: _Geometry, impl: str, platform: str, in_loop: bool = False,
+def conv_plan(g: Geometry, impl: str, platform: str, in_loop: bool = False,
               onednn_dtype: bool = True) -> Plan:
     """The formulation of each pass for ``impl`` on ``platform``.
 
@@ -422,7 +422,7 @@ def conv_plan(g: _Geometry, impl: str, platform: str, in_loop: bool = False,
     (:func:`jaxvision.layers.onednn.available`), the job has a single device (XLA's
     partitioner cannot split a foreign call) and the conv has at least ``onednn_min_macs``
     multiply-adds, keeping Winograd passes of convs with many channels; otherwise
-    ``'xla'``'s rule (:func:`_choose_plan_cpu`).  ``'onednn'`` insists on the primitives.
+    ``'xla'``'s rule (:func:`choose_plan_cpu`).  ``'onednn'`` insists on the primitives.
     Measurements: docs/design/cpu_convolutions.md.
     """
     if impl == "lax":
@@ -433,18 +433,18 @@ def conv_plan(g: _Geometry, impl: str, platform: str, in_loop: bool = False,
     if platform != "cpu":
         # cuDNN / TPU convolutions have no such cliffs; keep the native op.
         return Plan("lax", "lax", "lax")
-    large = _macs(g) >= _TABLE["onednn_min_macs"]
+    large = multiply_adds(g) >= THRESHOLDS["onednn_min_macs"]
     if (impl == "onednn" or (large and onednn_eligible(impl))) and (
             onednn_dtype and onednn_applies(g)):
         if onednn.available():
-            if impl == "auto" and min(g.c, g.o) >= _TABLE["onednn_keep_winograd_min_channels"]:
-                rule = _choose_plan_cpu(g, cpu_conv_library())
+            if impl == "auto" and min(g.c, g.o) >= THRESHOLDS["onednn_keep_winograd_min_channels"]:
+                rule = choose_plan_cpu(g, cpu_conv_library())
                 return Plan(*(f if f in _WINOGRAD else "onednn" for f in rule))
             return Plan("onednn", "onednn", "onednn")
         if impl == "onednn":
             raise RuntimeError(f"{ENV_VAR}=onednn, but oneDNN's convolutions are unavailable: "
                                f"{onednn.unavailable_reason()}")
-    plan = _choose_plan_cpu(g, cpu_conv_library())
+    plan = choose_plan_cpu(g, cpu_conv_library())
     if in_loop and g.groups == 1:
         # See loop_body(): the native gradients are slow inside loop bodies.
         plan = Plan(plan.fwd, *("shift" if f == "lax" else f for f in plan[1:]))
@@ -455,7 +455,7 @@ def conv_plan(g: _Geometry, impl: str, platform: str, in_loop: bool = False,
 # Formulations on NHWC input / HWIO kernel.
 # ----------------------------------------------------------------------------------------
 
-def _taps(x, g: _Geometry):
+def _taps(x, g: Geometry):
     """The KH*KW shifted views of the padded input, each (N, Ho, Wo, C), tap-major (i, j)."""
     (pt, pb), (pl, pr) = g.pads
     x = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (pt, pb, 0), (pl, pr, 0), (0, 0, 0)))
@@ -470,7 +470,7 @@ def _taps(x, g: _Geometry):
     return out
 
 
-def _patches(x, g: _Geometry):
+def _patches(x, g: Geometry):
     """im2col patch matrix (N*Ho*Wo, KH*KW, C)."""
     taps = _taps(x, g)
     p = taps[0][..., None, :] if len(taps) == 1 else jnp.stack(taps, axis=3)
@@ -482,7 +482,7 @@ def _mm(a, b, contract, batch=((), ()), precision=None, preferred=None):
                            preferred_element_type=preferred)
 
 
-def _fwd_matmul(x, w, g: _Geometry, form: str, precision, preferred):
+def _fwd_matmul(x, w, g: Geometry, form: str, precision, preferred):
     """Forward conv as im2col (one GEMM) or shift (one GEMM per tap). Returns NHWC."""
     m = g.n * g.ho * g.wo
     gr, cg, og = g.groups, g.c // g.groups, g.o // g.groups
@@ -522,12 +522,12 @@ def _acc_dtype(dtype, preferred):
     return jnp.promote_types(preferred or dtype, jnp.float32)
 
 
-def depthwise(g: _Geometry) -> bool:
+def depthwise(g: Geometry) -> bool:
     """A grouped conv with one input channel per group (depthwise, any channel multiplier)."""
     return g.groups > 1 and g.c == g.groups
 
 
-def _depthwise_by_image(x, w, g: _Geometry, preferred):
+def _depthwise_by_image(x, w, g: Geometry, preferred):
     """A depthwise conv computed one image at a time by ``lax.scan``, each image by the
     tap-wise broadcast multiplies of ``_fwd_matmul``, the body rematerialised.
 
@@ -581,7 +581,7 @@ _WINOGRAD = {
 _WINOGRAD_DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64))
 
 
-def winograd_applies(g: _Geometry) -> bool:
+def winograd_applies(g: Geometry) -> bool:
     """F(m, 3) computes 3x3, stride-1, undilated, ungrouped convolutions whose padding on
     each side is at most 2 (so that the input gradient is one too)."""
     return (g.kh == g.kw == 3 and g.strides == (1, 1) and g.dilation == (1, 1)
@@ -599,11 +599,11 @@ def _combine(coefs, arrays):
     return out
 
 
-def _tiles(g: _Geometry, m: int) -> tuple[int, int]:
+def _tiles(g: Geometry, m: int) -> tuple[int, int]:
     return -(-g.ho // m), -(-g.wo // m)
 
 
-def _wino_input(x, g: _Geometry, t: _Winograd):
+def _wino_input(x, g: Geometry, t: _Winograd):
     """``B^T d B`` for every (m+2)x(m+2) input tile (stride m): a list of (m+2)^2 arrays
     (tiles, C), kept separate because XLA:CPU emits a stacked version much more slowly."""
     m, a = t.m, t.m + 2
@@ -629,7 +629,7 @@ def _wino_kernel(w, t: _Winograd):
     return [_combine(t.g[j], rows[i]) for i in range(a) for j in range(a)]
 
 
-def _wino_output(mats, g: _Geometry, t: _Winograd):
+def _wino_output(mats, g: Geometry, t: _Winograd):
     """``A^T M A`` per tile, the m x m outputs interleaved back into (N, Ho, Wo, O)."""
     m, a = t.m, t.m + 2
     th, tw = _tiles(g, m)
@@ -642,7 +642,7 @@ def _wino_output(mats, g: _Geometry, t: _Winograd):
     return y.reshape(g.n, th * m, tw * m, o)[:, :g.ho, :g.wo]
 
 
-def _wino_output_adjoint(ct, g: _Geometry, t: _Winograd):
+def _wino_output_adjoint(ct, g: Geometry, t: _Winograd):
     """Adjoint of :func:`_wino_output`: ``A ct A^T`` per m x m tile of the output gradient."""
     m, a = t.m, t.m + 2
     th, tw = _tiles(g, m)
@@ -654,7 +654,7 @@ def _wino_output_adjoint(ct, g: _Geometry, t: _Winograd):
             .reshape(g.n * th * tw, g.o) for i in range(a) for j in range(a)]
 
 
-def _wino_fwd(x, w, g: _Geometry, form: str, precision, preferred):
+def _wino_fwd(x, w, g: Geometry, form: str, precision, preferred):
     """Forward conv as (m+2)^2 GEMMs (tiles, C) @ (C, O) in the Winograd domain."""
     t = _WINOGRAD[form]
     mats = [_mm(v, u, ((1,), (0,)), precision=precision, preferred=preferred)
@@ -662,7 +662,7 @@ def _wino_fwd(x, w, g: _Geometry, form: str, precision, preferred):
     return _wino_output(mats, g, t)
 
 
-def _dgrad_geometry(g: _Geometry) -> _Geometry:
+def _dgrad_geometry(g: Geometry) -> Geometry:
     """The input gradient of a stride-1 3x3 conv is a 3x3 conv of the output gradient with
     the flipped, in/out-swapped kernel and padding ``2 - p``."""
     (pt, pb), (pl, pr) = g.pads
@@ -670,12 +670,12 @@ def _dgrad_geometry(g: _Geometry) -> _Geometry:
                       pads=((2 - pt, 2 - pb), (2 - pl, 2 - pr)))
 
 
-def _wino_dgrad(ct, w, g: _Geometry, form: str, precision, preferred):
+def _wino_dgrad(ct, w, g: Geometry, form: str, precision, preferred):
     w_t = jnp.transpose(w[::-1, ::-1], (0, 1, 3, 2))
     return _wino_fwd(ct, w_t, _dgrad_geometry(g), form, precision, preferred)
 
 
-def _wino_wgrad(ct, x, g: _Geometry, form: str, precision, preferred):
+def _wino_wgrad(ct, x, g: Geometry, form: str, precision, preferred):
     """Kernel gradient ``G^T [sum_tiles (B^T d B) (A ct A^T)] G``: (m+2)^2 GEMMs contracting
     over the tiles, (C, tiles) @ (tiles, O)."""
     t = _WINOGRAD[form]
@@ -689,18 +689,18 @@ def _wino_wgrad(ct, x, g: _Geometry, form: str, precision, preferred):
                                  for l in range(3)]) for k in range(3)])
 
 
-def _lax_nhwc(x, w, g: _Geometry, precision, preferred):
+def _lax_nhwc(x, w, g: Geometry, precision, preferred):
     return lax.conv_general_dilated(
         x, w, g.strides, g.pads, rhs_dilation=g.dilation,
         dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=g.groups,
         precision=precision, preferred_element_type=preferred)
 
 
-def _onednn_conv(x, w, g: _Geometry):
+def _onednn_conv(x, w, g: Geometry):
     return onednn.conv(x, w, g.strides, _onednn_pads(g), g.dilation, g.groups)
 
 
-def _apply(form: str, x, w, g: _Geometry, precision, preferred):
+def _apply(form: str, x, w, g: Geometry, precision, preferred):
     if form == "lax":
         return _lax_nhwc(x, w, g, precision, preferred)
     if form == "onednn":
@@ -711,7 +711,7 @@ def _apply(form: str, x, w, g: _Geometry, precision, preferred):
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5))
-def _conv_nhwc(x, w, g: _Geometry, plan: Plan, precision, preferred):
+def _conv_nhwc(x, w, g: Geometry, plan: Plan, precision, preferred):
     return _apply(plan.fwd, x, w, g, precision, preferred)
 
 
@@ -803,9 +803,9 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
     """
     impl = requested_impl() if impl is None else impl
     if isinstance(impl, Plan):
-        bad = [f for f in impl if f not in _FORMS]
+        bad = [f for f in impl if f not in FORMS]
         if bad:
-            raise ValueError(f"Plan formulations must be among {_FORMS}, got {bad}")
+            raise ValueError(f"Plan formulations must be among {FORMS}, got {bad}")
     elif impl not in IMPLS:
         raise ValueError(f"impl={impl!r} is not one of {', '.join(IMPLS)}")
 
@@ -845,7 +845,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
     wo = (wd + pads[1][0] + pads[1][1] - (kw - 1) * dilation[1] - 1) // strides[1] + 1
     if min(n, ho, wo, c, o) <= 0:
         return native()
-    geom = _Geometry(n, h, wd, c, kh, kw, o, ho, wo, strides, pads, dilation, groups)
+    geom = Geometry(n, h, wd, c, kh, kw, o, ho, wo, strides, pads, dilation, groups)
     pet = None if preferred_element_type is None else jnp.dtype(preferred_element_type)
     f32 = jnp.dtype(jnp.float32)
     onednn_ok = jnp.dtype(lhs.dtype) == f32 and pet in (None, f32)
