@@ -29,6 +29,8 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)  # jaxvision from this checkout, installed or not
 OUT = os.path.join(REPO, "experiments", "results", "mnist_record_cpu.json")
 TABLE = os.path.join(REPO, "docs", "mnist_record.md")
 CONFIG = "mnist_cnn:fast"
