@@ -78,3 +78,25 @@ def run_driver(workdir, overrides: dict, devices=1, sleep=0.0, timeout=300, chec
 TINY = {"model": "test_cnn", "dataset.source": "bundled", "dataset.train_size": 256,
         "batch_size": 32, "learning_rate": 0.05, "log_every_steps": 1,
         "checkpoint_every_steps": 2, "eval_every_steps": 4, "num_train_steps": 8}
+
+
+def run_processes(cmds, logs, timeout=300, **popen_kwargs) -> tuple[list[int], list[str]]:
+    """Start every command at once (the processes of one multi-process job), each writing to
+    its log file rather than a pipe (a full pipe would stall a collective), wait for all and
+    return their exit statuses and outputs; none is left running."""
+    procs = []
+    for cmd, log in zip(cmds, logs):
+        with open(log, "w") as out:
+            procs.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                          **popen_kwargs))
+    try:
+        for p in procs:
+            p.wait(timeout=timeout)
+    finally:
+        for p in procs:
+            p.kill()
+    outs = []
+    for log in logs:
+        with open(log) as f:
+            outs.append(f.read())
+    return [p.returncode for p in procs], outs

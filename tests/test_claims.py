@@ -16,7 +16,7 @@ from jaxvision import checkpoint as ckpt
 from jaxvision import evaluate, train
 from jaxvision.data import pipeline
 from jaxvision.registry import create_model, model_cfg
-from tests.helpers import read_metrics, tiny_config
+from tests.helpers import read_metrics, run_processes, tiny_config
 
 
 def _checkpoint(workdir, step):
@@ -366,7 +366,6 @@ def test_multihost_command_line_flags_with_a_streamed_source(tmp_path):
     on two local processes (4 CPU devices each) reading an image folder (streamed, random
     resized crops made from (seed, step) on each host) gives the losses and final parameters
     of the same command run as one process with the same 8 devices."""
-    import subprocess
     import sys
 
     _write_folder(tmp_path / "images")
@@ -394,24 +393,13 @@ def test_multihost_command_line_flags_with_a_streamed_source(tmp_path):
     env = {**os.environ, "XLA_FLAGS": " ".join([*xla, "--xla_force_host_platform_device_count=4"]),
            "PYTHONPATH": os.pathsep.join([os.path.dirname(os.path.dirname(
                os.path.abspath(__file__))), os.environ.get("PYTHONPATH", "")])}
-    # each process writes to a file, not a pipe (a full pipe would stall a collective)
     logs = [tmp_path / f"process{i}.log" for i in range(2)]
-    procs = []
-    for i, log in enumerate(logs):
-        with open(log, "w") as out:
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "jaxvision.train", "--config", config_file, "--workdir",
-                 str(tmp_path / "multi"), *flags, "--coordinator_address", f"127.0.0.1:{port}",
-                 "--num_processes", "2", "--process_id", str(i)],
-                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(tmp_path)))
-    try:
-        for p in procs:
-            p.wait(timeout=300)
-    finally:
-        for p in procs:
-            p.kill()
-    outs = [log.read_text() for log in logs]
-    assert all(p.returncode == 0 for p in procs), "\n".join(o[-2000:] for o in outs)
+    codes, outs = run_processes(
+        [[sys.executable, "-m", "jaxvision.train", "--config", config_file, "--workdir",
+          str(tmp_path / "multi"), *flags, "--coordinator_address", f"127.0.0.1:{port}",
+          "--num_processes", "2", "--process_id", str(i)] for i in range(2)],
+        logs, env=env, cwd=str(tmp_path))
+    assert codes == [0, 0], "\n".join(o[-2000:] for o in outs)
     assert "on 8 device(s) / 2 process(es)" in outs[0], outs[0][-2000:]
     a, b = _rows(tmp_path / "single", "train_loss"), _rows(tmp_path / "multi", "train_loss")
     assert sorted(a) == sorted(b) == [1, 2, 3]

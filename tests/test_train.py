@@ -14,7 +14,8 @@ import pytest
 
 import jaxvision
 from jaxvision import train
-from tests.helpers import TINY, driver_cmd, read_metrics, run_driver, tiny_config, train_losses
+from tests.helpers import (TINY, driver_cmd, read_metrics, run_driver, run_processes,
+                           tiny_config, train_losses)
 
 
 def test_two_step_run_writes_workdir(tmp_path):
@@ -148,22 +149,12 @@ def test_two_processes_match_one_process(tmp_path):
     # process fills its own (XLA logs slow collectives under load) would block that process
     # inside a collective and with it both.
     logs = [tmp_path / f"process{i}.log" for i in range(2)]
-    procs = []
-    for i, log in enumerate(logs):
-        with open(log, "w") as out:
-            procs.append(subprocess.Popen(
-                driver_cmd(tmp_path / "multi", cfg, devices=4,
-                           extra=("--coordinator", f"127.0.0.1:{port}", "--num-processes",
-                                  "2", "--process-id", str(i))),
-                stdout=out, stderr=subprocess.STDOUT, text=True))
-    try:
-        for p in procs:
-            p.wait(timeout=300)
-    finally:
-        for p in procs:
-            p.kill()
-    outs = [log.read_text() for log in logs]
-    assert all(p.returncode == 0 for p in procs), "\n".join(o[-2000:] for o in outs)
+    codes, outs = run_processes(
+        [driver_cmd(tmp_path / "multi", cfg, devices=4,
+                    extra=("--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+                           "--process-id", str(i))) for i in range(2)],
+        logs, text=True)
+    assert codes == [0, 0], "\n".join(o[-2000:] for o in outs)
     a, b = train_losses(tmp_path / "single"), train_losses(tmp_path / "multi")
     assert sorted(a) == sorted(b)
     np.testing.assert_allclose([b[s] for s in sorted(b)], [a[s] for s in sorted(a)], rtol=1e-5)
