@@ -82,10 +82,10 @@ def cpu_conv_library(value: str = "") -> str:
 def use(conv: str = "", attention: str = ""):
     """Trace the block's layers with these kernels (``""`` keeps the setting in effect)."""
     tokens = []
-    if check("conv", conv):
-        tokens.append((_conv, _conv.set(check("conv", conv))))
-    if check("attention", attention):
-        tokens.append((_attention, _attention.set(check("attention", attention))))
+    for var, name, value in ((_conv, "conv", conv), (_attention, "attention", attention)):
+        value = check(name, value)
+        if value:
+            tokens.append((var, var.set(value)))
     try:
         yield
     finally:

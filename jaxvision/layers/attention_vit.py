@@ -16,8 +16,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-ATTENTION_ENV_VAR = "JAXVISION_ATTENTION_IMPL"
-ATTENTION_IMPLS = ("auto", "xla", "cudnn")
+from jaxvision import kernels
+
+ATTENTION_ENV_VAR = kernels.ATTENTION_ENV_VAR
+ATTENTION_IMPLS = kernels.ATTENTION_IMPLS
 
 # timm initialises ViT linear layers with trunc_normal_(std=.02) and zero bias.
 dense_init = nn.initializers.truncated_normal(0.02)
@@ -89,7 +91,6 @@ class Attention(nn.Module):
 def requested_attention_impl() -> str:
     """The kernel asked for now, at trace time: ``jaxvision.kernels.use``'s or a run's
     ``config.kernels.attention``, else ``JAXVISION_ATTENTION_IMPL``, else ``'auto'``."""
-    from jaxvision import kernels
     return kernels.attention()
 
 

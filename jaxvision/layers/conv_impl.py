@@ -64,11 +64,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxvision import kernels
 from jaxvision.layers import onednn
 
-IMPLS = ("auto", "onednn", "xla", "lax", "matmul")
+IMPLS = kernels.CONV_IMPLS  # the settings are defined once, in jaxvision.kernels
 FORMS = ("lax", "im2col", "shift", "winograd2", "winograd4", "onednn")
-ENV_VAR = "JAXVISION_CONV_IMPL"
+ENV_VAR = kernels.CONV_ENV_VAR
 
 
 class Plan(NamedTuple):
@@ -107,7 +108,6 @@ except AttributeError:  # moved out of the public jax.core in some releases
 def requested_impl() -> str:
     """The implementation asked for now, at trace time: ``jaxvision.kernels.use``'s or a
     run's ``config.kernels.conv``, else ``JAXVISION_CONV_IMPL``, else ``'auto'``."""
-    from jaxvision import kernels
     return kernels.conv()
 
 
@@ -160,8 +160,8 @@ def cpu_vendor() -> str:
 # flag alone gives the same calls and times).  "oneDNN" in this module means that path.
 ONEDNN_XLA_FLAGS = ("--xla_cpu_experimental_onednn_fusion_type=individual_convolution",
                     "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution")
-LIBRARY_ENV_VAR = "JAXVISION_XLA_CPU_CONV"
-LIBRARIES = ("auto", "onednn", "ynnpack")
+LIBRARY_ENV_VAR = kernels.LIBRARY_ENV_VAR
+LIBRARIES = kernels.LIBRARIES
 # XLA aborts the process on a flag it does not know.  jaxlib 0.8.2 is the first with both
 # flags and the individual-convolution fusion; the oneDNN path was measured and tested with
 # 0.10, so older jaxlibs keep XLA's default.
