@@ -141,7 +141,8 @@ def measure(path: str, rows: list[str], seeds: list[int], scratch: str,
             print(f"{name} seed {seed}: error {runs[-1]['error']:.4%}, "
                   f"{runs[-1]['wall_s']:.0f} s", flush=True)
         cmd = " ".join(["python -m jaxvision.train --config", config,
-                        f"--config.dataset.path={path}", "--config.seed=S --workdir W",
+                        f"--config.dataset.path={os.path.relpath(path, REPO)}",
+                        "--config.seed=S --workdir W",
                         *overrides]) if not eval_only else (
             "python -m jaxvision.evaluate --workdir W " + " ".join(overrides))
         out[name] = {"config": config, "change": what, "command": cmd, "eval_only": eval_only,
