@@ -160,8 +160,9 @@ def explicit_attention(q, k, v, *, dropout_rate: float = 0.0, dropout_rng=None):
     """
     scale = q.shape[-1] ** -0.5
     logits = jnp.einsum("bqhd,bkhd->bhqk", q * scale, k)
-    # softmax in float32 even for low-precision compute, as the fused kernels do.
-    weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(q.dtype)
+    # softmax in at least float32 even for low-precision compute, as the fused kernels do.
+    wide = jnp.promote_types(logits.dtype, jnp.float32)
+    weights = jax.nn.softmax(logits.astype(wide), axis=-1).astype(q.dtype)
     if dropout_rate > 0.0:
         keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
         weights = jnp.where(keep, weights / (1.0 - dropout_rate), jnp.zeros_like(weights))
