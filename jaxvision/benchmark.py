@@ -313,7 +313,7 @@ def jax_setup(name: str, batch: int, height: int, width: int, dtype: str,
     import optax
 
     from jaxvision.registry import create_model, model_cfg
-    from jaxvision.utils import param_count
+    from jaxvision.utils import compile_init, param_count
 
     cfg = model_cfg(name)
     channels, num_classes = cfg["input_size"][2], cfg["num_classes"]
@@ -325,7 +325,8 @@ def jax_setup(name: str, batch: int, height: int, width: int, dtype: str,
     images = jax.device_put(
         jax.random.normal(k_data, (batch, height, width, channels), jnp.float32), device)
     labels = jax.device_put(jax.random.randint(k_label, (batch,), 0, num_classes), device)
-    variables = jax.jit(lambda k, x: model.init(k, x, train=False))(k_init, images)
+    variables = compile_init(jax.jit(lambda k, x: model.init(k, x, train=False)), k_init,
+                             images)(k_init, images)
     params = variables["params"]
     batch_stats = variables.get("batch_stats", {})
     # Inference gets its own copy: the train step donates (invalidates) its input state.

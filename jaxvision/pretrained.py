@@ -32,6 +32,7 @@ import numpy as np
 
 from jaxvision.convert import ConversionError, convert_flat, head_keys
 from jaxvision.registry import create_model, model_cfg
+from jaxvision.utils import compile_init
 
 logger = logging.getLogger("jaxvision")
 
@@ -286,7 +287,8 @@ def replace_head(model, name: str, flat: dict, seed: int, what: str, target: int
             full = model.init(rng, jnp.zeros((1, *input_size)), train=False)
             flat_new = traverse_util.flatten_dict(dict(full))
             return {"/".join(k): flat_new[k] for k in fresh}
-        new = jax.jit(init)(jax.random.PRNGKey(seed))
+        key = jax.random.PRNGKey(seed)
+        new = compile_init(jax.jit(init), key)(key)
         kept.update({k: np.asarray(new["/".join(k)]) for k in fresh})
     logger.warning("%s: pretrained head (%s) %s", name, what,
                    f"replaced by a new one for {target} classes: "

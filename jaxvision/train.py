@@ -27,7 +27,7 @@ import optax
 from jaxvision import checkpoint as ckpt
 from jaxvision import config as config_lib
 from jaxvision import evaluate as evaluation
-from jaxvision import kernels, losses, optim, run_identity, sharding
+from jaxvision import kernels, losses, optim, run_identity, sharding, utils
 from jaxvision.data import loader as loader_lib
 from jaxvision.data import pipeline
 from jaxvision.metrics_log import MetricWriter, run_summary, truncate_metrics
@@ -362,7 +362,7 @@ def _train(config, workdir: str, preempt: SignalFlag) -> dict:
         if config.init_from or config.pretrained:  # params + batch stats only: finetune.py
             from jaxvision import finetune
             source = finetune.check(config, model, (h, w, c), abstract)  # before compiling
-        state = jax.jit(init_state, out_shardings=state_sh)()
+        state = utils.compile_init(jax.jit(init_state, out_shardings=state_sh))()
         if config.init_from or config.pretrained:
             state = finetune.initialise(state, config, log, source)
         if jax.process_index() == 0:
