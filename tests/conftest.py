@@ -29,6 +29,13 @@ if "PYTEST_XDIST_WORKER" not in os.environ and "JAX_COMPILATION_CACHE_DIR" not i
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache_dir
     atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+# The day that picks the large config test_configs steps in this run, fixed by the controller
+# so that both workers collect the same tests across midnight.
+if "PYTEST_XDIST_WORKER" not in os.environ:
+    import datetime
+
+    os.environ.setdefault("JAXVISION_TEST_DAY", str(
+        datetime.datetime.now(datetime.timezone.utc).date().toordinal()))
 
 # XLA:CPU aborts the process when a device has waited 40 s in a collective's rendezvous for
 # another device's thread.  On a loaded 2-core machine (two test workers, each running

@@ -3,12 +3,18 @@ replaced by synthetic data of the same image shape (one example per device; the 
 configs below run on one device).
 
 ImageNet-size configs (224px models of up to 200M parameters) and the deepest CIFAR networks
-take minutes each to compile and step on a CPU, so by default they are checked without
-compiling: config, model shapes (``jax.eval_shape``), optimizer chain and augmentation spec.
-Set ``JAXVISION_TEST_LARGE_CONFIGS=1`` to run their two steps as well, on one device (15 min
-for the whole file on the 2-core development machine, every test passing):
+take minutes each to compile and step on a CPU, so all of them are checked without
+compiling (config, model shapes through ``jax.eval_shape``, optimizer chain, augmentation
+spec), and each run of the suite steps one of them as well, in rotation: the config whose
+index is the day's ordinal (UTC date, fixed by the controller for all workers) modulo their
+number, so that a daily CI steps every one within three weeks.
+``JAXVISION_TEST_LARGE_CONFIGS`` overrides the rotation: ``1`` steps them all (15 min for the
+whole file on the 2-core development machine), a comma-separated list of ``name`` or
+``name:arg`` steps those:
 
-    JAXVISION_TEST_LARGE_CONFIGS=1 python -m pytest -n 2 -q tests/test_configs.py"""
+    JAXVISION_TEST_LARGE_CONFIGS=1 python -m pytest -n 2 -q tests/test_configs.py
+    JAXVISION_TEST_LARGE_CONFIGS=vgg16_imagenet,wrn28_10_cifar:mixup python -m pytest ..."""
+import datetime
 import glob
 import importlib.util
 import math
@@ -49,21 +55,42 @@ def load(name, arg=None):
     return mod.get_config(arg)
 
 
-# Compiling the update step of a 100-to-164-layer network takes minutes on a 2-core CPU, so
-# these are checked without compiling by default, like the ImageNet configs.  So are the
-# WRN-28-10 variants, which differ from wrn28_10_cifar (stepped) only in dataset, dropout,
-# optimizer, schedule and augmentation settings, which are built here.
-DEEP = [("densenet_bc100_cifar10", None), ("resnet110_cifar10", None)] + [
+# Compiling the update step of a 100-to-164-layer network, or of WRN-28-10's 36M
+# parameters, takes minutes on a 2-core CPU, so these join the ImageNet configs.
+DEEP = [("densenet_bc100_cifar10", None), ("resnet110_cifar10", None),
+        ("wrn28_10_cifar", None)] + [
     (n, a) for n in ("resnet110_cifar10", "wrn28_10_cifar") for a in ARGS[n]]
 # finetune_folder needs pretrained weights and an image folder: its shapes are checked
 LARGE = [p for p in ALL if p[0].endswith("_imagenet")] + DEEP + [
     (n, a) for n, a in ALL if n == "finetune_folder"]
-RUN_LARGE = os.environ.get("JAXVISION_TEST_LARGE_CONFIGS") == "1"
-STEPPED = [p for p in ALL if RUN_LARGE or p not in LARGE]
-# WRN-28-10 (36M parameters) is stepped on one device like the large configs, with the same
-# 8 examples per step: its update step compiles once for one device instead of for eight
-# replicas of its state (about 18 CPU seconds less; compiling is most of this test's time).
-ONE_DEVICE = set(LARGE) | {("wrn28_10_cifar", None)}
+
+
+def _label(name, arg):
+    return name + (f":{arg}" if arg else "")
+
+
+def large_slice(setting: str, day: int) -> list:
+    """The large configs to step: all (``"1"``), those named, or the day's one in rotation.
+    finetune_folder is not among them: it starts from downloaded weights (its fine-tuning
+    from a local hub cache runs in test_finetune.py)."""
+    rotating = [p for p in LARGE if p[0] != "finetune_folder"]
+    if setting == "1":
+        return rotating
+    if setting:
+        names = setting.split(",")
+        unknown = sorted(set(names) - {_label(*p) for p in rotating})
+        if unknown:
+            raise ValueError(f"JAXVISION_TEST_LARGE_CONFIGS: unknown {unknown}; "
+                             f"choose from {[_label(*p) for p in rotating]}")
+        return [p for p in rotating if _label(*p) in names]
+    return [rotating[day % len(rotating)]]
+
+
+SLICE = large_slice(os.environ.get("JAXVISION_TEST_LARGE_CONFIGS", ""),
+                    int(os.environ.get("JAXVISION_TEST_DAY")
+                        or datetime.datetime.now(datetime.timezone.utc).date().toordinal()))
+STEPPED = [p for p in ALL if p not in LARGE or p in SLICE]
+ONE_DEVICE = set(LARGE)
 
 
 @pytest.mark.parametrize("name,arg", LARGE)
@@ -132,6 +159,16 @@ def test_config_runs_two_steps_on_synthetic_data(name, arg, tmp_path, monkeypatc
     assert all(r["skipped"] == 0 for r in rows), f"skipped updates: {rows}"
     assert all(math.isfinite(r["grad_norm"]) and r["grad_norm"] > 0 for r in rows), rows
     assert losses[0] != losses[1], f"the loss did not move: {losses}"
+
+
+def test_large_config_rotation_covers_every_config():
+    rotating = large_slice("1", 0)
+    days = [large_slice("", d)[0] for d in range(len(rotating))]
+    assert sorted(days) == sorted(rotating) and len(set(days)) == len(rotating)
+    assert large_slice("vgg16_imagenet,wrn28_10_cifar:mixup", 0) == [
+        ("vgg16_imagenet", None), ("wrn28_10_cifar", "mixup")]
+    with pytest.raises(ValueError, match="unknown.*vgg17_imagenet"):
+        large_slice("vgg17_imagenet", 0)
 
 
 def test_experiments_readme_tables_every_config():
