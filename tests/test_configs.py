@@ -8,8 +8,8 @@ compiling (config, model shapes through ``jax.eval_shape``, optimizer chain, aug
 spec), and each run of the suite steps one of them as well, in rotation: the config whose
 index is the day's ordinal (UTC date, fixed by the controller for all workers) modulo their
 number, so that a daily CI steps every one within three weeks.
-``JAXVISION_TEST_LARGE_CONFIGS`` overrides the rotation: ``1`` steps them all (15 min for the
-whole file on the 2-core development machine), a comma-separated list of ``name`` or
+``JAXVISION_TEST_LARGE_CONFIGS`` overrides the rotation: ``1`` steps them all (several
+minutes per config on the 2-core development machine), a comma-separated list of ``name`` or
 ``name:arg`` steps those:
 
     JAXVISION_TEST_LARGE_CONFIGS=1 python -m pytest -n 2 -q tests/test_configs.py
@@ -90,7 +90,6 @@ SLICE = large_slice(os.environ.get("JAXVISION_TEST_LARGE_CONFIGS", ""),
                     int(os.environ.get("JAXVISION_TEST_DAY")
                         or datetime.datetime.now(datetime.timezone.utc).date().toordinal()))
 STEPPED = [p for p in ALL if p not in LARGE or p in SLICE]
-ONE_DEVICE = set(LARGE)
 
 
 @pytest.mark.parametrize("name,arg", LARGE)
@@ -118,7 +117,7 @@ def test_large_config_builds_without_compiling(name, arg):
 @pytest.mark.parametrize("name,arg", STEPPED)
 def test_config_runs_two_steps_on_synthetic_data(name, arg, tmp_path, monkeypatch):
     c = load(name, arg)
-    if (name, arg) in ONE_DEVICE:
+    if (name, arg) in LARGE:
         # One device: eight replicas of a full-size model's state (VGG-16: 138M parameters,
         # with gradients and momentum) do not fit in the memory of one CPU test machine.
         # Sharding over several devices is tested on small models in test_train.py.
@@ -144,7 +143,7 @@ def test_config_runs_two_steps_on_synthetic_data(name, arg, tmp_path, monkeypatc
     try:
         result = train.train_and_evaluate(c, str(tmp_path))
     finally:
-        if (name, arg) in ONE_DEVICE:  # free each large model's programs before the next one
+        if (name, arg) in LARGE:  # free each large model's programs before the next one
             import gc
 
             import jax
