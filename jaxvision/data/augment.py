@@ -14,8 +14,10 @@ that image's row of one batched uniform draw), deterministic in ``rng`` and keep
 dtype; all ops keep the shape, except the cropping ones whose output size is their
 ``size`` argument.
 
-``build_augment`` / ``build_mix`` turn a config string such as
-``"random_crop(32, pad=4)|flip_lr|random_erasing(p=0.5)"`` into one such function.
+RandAugment lives in :mod:`jaxvision.data.randaugment`, the mixing ops in
+:mod:`jaxvision.data.mixing`; both are re-exported here.  ``build_augment`` / ``build_mix``
+turn a config string such as ``"random_crop(32, pad=4)|flip_lr|random_erasing(p=0.5)"``
+into one such function.
 """
 from __future__ import annotations
 
@@ -24,15 +26,24 @@ import difflib
 import functools
 import inspect
 import math
-from typing import Callable, Optional, Sequence
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-Augment = Callable[[jax.Array, jax.Array], jax.Array]
-Mix = Callable[[jax.Array, jax.Array, jax.Array], "tuple[jax.Array, jax.Array]"]
+from jaxvision.data.augment_util import (Augment, Mix, box_mask, check_fill, check_images,
+                                         check_method, check_positive, check_prob, check_range,
+                                         check_size, fill_values, int_below, is_number,
+                                         per_image)
+from jaxvision.data.mixing import cutmix, mixup
+from jaxvision.data.randaugment import RANDAUGMENT_OPS, randaugment, randaugment_ops
+
+__all__ = ["AUGMENTS", "MIXES", "RANDAUGMENT_OPS", "build_augment", "build_mix", "cutmix",
+           "cutout", "flip_lr", "mixup", "pca_lighting", "randaugment", "randaugment_ops",
+           "random_crop", "random_erasing", "random_resized_crop", "rgb_pca", "scale_jitter",
+           "IMAGENET_EIGVAL", "IMAGENET_EIGVEC"]
 
 # Eigen-decomposition of the RGB pixel covariance of ImageNet in [0, 1] pixel scale, as
 # used for AlexNet-style lighting noise by fb.resnet.torch and most later ImageNet
@@ -45,124 +56,11 @@ IMAGENET_EIGVEC = ((-0.5675, 0.7192, 0.4009),
 
 
 # -------------------------------------------------------------------------------------------
-# Argument validation (build time)
-# -------------------------------------------------------------------------------------------
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-
-
-def _check_prob(op: str, name: str, v) -> float:
-    if not _is_number(v) or not 0.0 <= v <= 1.0:
-        raise ValueError(f"{op}: {name} must be a probability in [0, 1], got {v!r}")
-    return float(v)
-
-
-def _check_positive(op: str, name: str, v, *, integer: bool = False, allow_zero: bool = False):
-    ok = _is_number(v) and (v >= 0 if allow_zero else v > 0)
-    if integer:
-        ok = ok and float(v) == int(v)
-    if not ok:
-        kind = "integer" if integer else "number"
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{op}: {name} must be a {kind} {bound}, got {v!r}")
-    return int(v) if integer else float(v)
-
-
-def _check_size(op: str, name: str, v) -> tuple[int, int]:
-    """An int or an (h, w) pair of positive ints."""
-    if _is_number(v):
-        v = (v, v)
-    if (not isinstance(v, (tuple, list)) or len(v) != 2
-            or not all(_is_number(s) and float(s) == int(s) and s > 0 for s in v)):
-        raise ValueError(f"{op}: {name} must be a positive int or an (h, w) pair, got {v!r}")
-    return int(v[0]), int(v[1])
-
-
-def _check_range(op: str, name: str, v, lo_bound: float, hi_bound: float) -> tuple[float, float]:
-    if (not isinstance(v, (tuple, list)) or len(v) != 2 or not all(_is_number(s) for s in v)
-            or not lo_bound <= v[0] <= v[1] <= hi_bound or v[1] <= 0):
-        raise ValueError(f"{op}: {name} must be a (low, high) pair with "
-                         f"{lo_bound} <= low <= high <= {hi_bound}, got {v!r}")
-    return float(v[0]), float(v[1])
-
-
-def _check_fill(op: str, name: str, v, allowed_words: Sequence[str]):
-    if isinstance(v, str):
-        if v not in allowed_words:
-            raise ValueError(f"{op}: {name} must be one of {list(allowed_words)}, a number "
-                             f"or a per-channel tuple, got {v!r}")
-        return v
-    if _is_number(v):
-        return float(v)
-    if isinstance(v, (tuple, list)) and v and all(_is_number(s) for s in v):
-        return tuple(float(s) for s in v)
-    raise ValueError(f"{op}: {name} must be one of {list(allowed_words)}, a number or a "
-                     f"per-channel tuple, got {v!r}")
-
-
-def _check_method(op: str, method):
-    methods = ("bilinear", "linear", "bicubic", "cubic", "lanczos3", "lanczos5")
-    if method not in methods:
-        raise ValueError(f"{op}: method must be one of {list(methods)}, got {method!r}")
-
-
-# -------------------------------------------------------------------------------------------
-# Shared helpers (trace time)
-# -------------------------------------------------------------------------------------------
-
-def _check_images(op: str, images, *, need_float: bool = True):
-    if getattr(images, "ndim", None) != 4:
-        raise ValueError(f"{op}: expected images of shape (B, H, W, C), got shape "
-                         f"{getattr(images, 'shape', None)}")
-    if need_float and not jnp.issubdtype(images.dtype, jnp.floating):
-        raise ValueError(f"{op}: expected float images in [0, 1], got dtype {images.dtype}")
-
-
-def _per_image(fn, rng, images, n: int):
-    """Apply ``fn(u, image)`` to every image, ``u`` being its row of
-    ``uniform(rng, (B, n))``.
-
-    One batched draw instead of a key per image and per variable keeps the traced
-    program (and its compile time) small; ops derive all their randomness from ``u``.
-    """
-    u = jax.random.uniform(rng, (images.shape[0], n), jnp.float32)
-    return jax.vmap(fn)(u, images)
-
-
-def _int_below(u, n):
-    """A uniform integer in {0, ..., n - 1} from ``u ~ U[0, 1)`` (``n`` may be traced)."""
-    n = jnp.asarray(n, jnp.int32)
-    return jnp.clip(jnp.floor(u * n).astype(jnp.int32), 0, n - 1)
-
-
-def _fill_values(fill, noise, img):
-    """The replacement pixels for erasing/cutout, broadcastable to ``img`` (H, W, C);
-    ``noise`` is the caller's per-pixel U(0, 1) draw, used for ``fill='random'``."""
-    if fill == "random":
-        return noise
-    if fill == "mean":
-        return jnp.mean(img, axis=(0, 1), keepdims=True)
-    fill = jnp.asarray(fill, jnp.float32)
-    if fill.ndim == 1 and fill.shape[0] != img.shape[-1]:
-        raise ValueError(f"fill value has {fill.shape[0]} channels, images have "
-                         f"{img.shape[-1]}")
-    return fill
-
-
-def _box_mask(h: int, w: int, y0, y1, x0, x1):
-    """(h, w, 1) boolean mask of rows [y0, y1) and columns [x0, x1)."""
-    yy = jnp.arange(h)[:, None, None]
-    xx = jnp.arange(w)[None, :, None]
-    return (yy >= y0) & (yy < y1) & (xx >= x0) & (xx < x1)
-
-
-# -------------------------------------------------------------------------------------------
 # Geometric ops
 # -------------------------------------------------------------------------------------------
 
 def _random_crop(rng, images, *, size, pad, mode):
-    _check_images("random_crop", images, need_float=False)
+    check_images("random_crop", images, need_float=False)
     (py, px), (th, tw) = pad, (size or images.shape[1:3])
     if py or px:
         images = jnp.pad(images, ((0, 0), (py, py), (px, px), (0, 0)), mode=mode)
@@ -171,10 +69,10 @@ def _random_crop(rng, images, *, size, pad, mode):
         raise ValueError(f"random_crop: crop {th}x{tw} larger than the padded image {h}x{w}")
 
     def one(u, img):
-        y, x = _int_below(u[0], h - th + 1), _int_below(u[1], w - tw + 1)
+        y, x = int_below(u[0], h - th + 1), int_below(u[1], w - tw + 1)
         return lax.dynamic_slice(img, (y, x, 0), (th, tw, c))
 
-    return _per_image(one, rng, images, 2)
+    return per_image(one, rng, images, 2)
 
 
 def random_crop(size=None, pad=4, mode="constant") -> Augment:
@@ -185,10 +83,10 @@ def random_crop(size=None, pad=4, mode="constant") -> Augment:
     Offsets are uniform integers, so every crop lies inside the padded image.
     ``mode`` is the padding: 'constant' (zeros) or 'reflect'.
     """
-    size = None if size is None else _check_size("random_crop", "size", size)
-    pad_pair = (pad, pad) if _is_number(pad) else pad
+    size = None if size is None else check_size("random_crop", "size", size)
+    pad_pair = (pad, pad) if is_number(pad) else pad
     if (not isinstance(pad_pair, (tuple, list)) or len(pad_pair) != 2
-            or not all(_is_number(q) and q >= 0 and float(q) == int(q) for q in pad_pair)):
+            or not all(is_number(q) and q >= 0 and float(q) == int(q) for q in pad_pair)):
         raise ValueError(f"random_crop: pad must be an int >= 0 or a (py, px) pair, got {pad!r}")
     pad = (int(pad_pair[0]), int(pad_pair[1]))
     if mode not in ("constant", "reflect"):
@@ -197,34 +95,34 @@ def random_crop(size=None, pad=4, mode="constant") -> Augment:
 
 
 def _flip_lr(rng, images, *, p):
-    _check_images("flip_lr", images, need_float=False)
+    check_images("flip_lr", images, need_float=False)
     flip = jax.random.bernoulli(rng, p, (images.shape[0],))
     return jnp.where(flip[:, None, None, None], images[:, :, ::-1], images)
 
 
 def flip_lr(p=0.5) -> Augment:
     """Horizontal reflection with probability ``p`` per image (Krizhevsky et al., 2012)."""
-    return functools.partial(_flip_lr, p=_check_prob("flip_lr", "p", p))
+    return functools.partial(_flip_lr, p=check_prob("flip_lr", "p", p))
 
 
 def _scale_jitter(rng, images, *, s_min, s_max, size, method):
-    _check_images("scale_jitter", images)
+    check_images("scale_jitter", images)
     _, h, w, c = images.shape
     th, tw = size
     short = min(h, w)
 
     def one(u, img):
-        s = (s_min + _int_below(u[0], s_max - s_min + 1)).astype(jnp.float32)
+        s = (s_min + int_below(u[0], s_max - s_min + 1)).astype(jnp.float32)
         scale = s / short
         # Rescaled image is (h * scale, w * scale); its short side is S >= size, so
         # integer offsets below keep the crop inside it.
-        y = _int_below(u[1], jnp.floor(h * scale).astype(jnp.int32) - th + 1)
-        x = _int_below(u[2], jnp.floor(w * scale).astype(jnp.int32) - tw + 1)
+        y = int_below(u[1], jnp.floor(h * scale).astype(jnp.int32) - th + 1)
+        x = int_below(u[2], jnp.floor(w * scale).astype(jnp.int32) - tw + 1)
         return jax.image.scale_and_translate(
             img.astype(jnp.float32), (th, tw, c), (0, 1), jnp.stack([scale, scale]),
             -jnp.stack([y, x]).astype(jnp.float32), method=method, antialias=True)
 
-    return _per_image(one, rng, images, 3).astype(images.dtype)
+    return per_image(one, rng, images, 3).astype(images.dtype)
 
 
 def scale_jitter(s_min=256, s_max=512, size=224, method="bilinear") -> Augment:
@@ -239,21 +137,21 @@ def scale_jitter(s_min=256, s_max=512, size=224, method="bilinear") -> Augment:
     equals resizing the whole image by exactly that factor (antialiased ``method``
     filter) and slicing the window, without materialising the large image.
     """
-    s_min = _check_positive("scale_jitter", "s_min", s_min, integer=True)
-    s_max = _check_positive("scale_jitter", "s_max", s_max, integer=True)
-    size = _check_size("scale_jitter", "size", size)
+    s_min = check_positive("scale_jitter", "s_min", s_min, integer=True)
+    s_max = check_positive("scale_jitter", "s_max", s_max, integer=True)
+    size = check_size("scale_jitter", "size", size)
     if s_min > s_max:
         raise ValueError(f"scale_jitter: need s_min <= s_max, got {s_min} > {s_max}")
     if max(size) > s_min:
         raise ValueError(f"scale_jitter: crop size {size} exceeds s_min={s_min}; the crop "
                          "must fit in the rescaled image")
-    _check_method("scale_jitter", method)
+    check_method("scale_jitter", method)
     return functools.partial(_scale_jitter, s_min=s_min, s_max=s_max, size=size,
                              method=method)
 
 
 def _random_resized_crop(rng, images, *, size, scale, ratio, attempts, method):
-    _check_images("random_resized_crop", images)
+    check_images("random_resized_crop", images)
     _, h, w, c = images.shape
     th, tw = size
     area = float(h * w)
@@ -279,14 +177,14 @@ def _random_resized_crop(rng, images, *, size, scale, ratio, attempts, method):
         any_ok = jnp.any(ok)
         ch = jnp.where(any_ok, ch[first], fh)
         cw = jnp.where(any_ok, cw[first], fw)
-        y = jnp.where(any_ok, _int_below(u[-2], h - ch + 1), (h - fh) // 2)
-        x = jnp.where(any_ok, _int_below(u[-1], w - cw + 1), (w - fw) // 2)
+        y = jnp.where(any_ok, int_below(u[-2], h - ch + 1), (h - fh) // 2)
+        x = jnp.where(any_ok, int_below(u[-1], w - cw + 1), (w - fw) // 2)
         sy, sx = th / ch.astype(jnp.float32), tw / cw.astype(jnp.float32)
         return jax.image.scale_and_translate(
             img.astype(jnp.float32), (th, tw, c), (0, 1), jnp.stack([sy, sx]),
             -jnp.stack([y * sy, x * sx]), method=method, antialias=True)
 
-    return _per_image(one, rng, images, 2 * attempts + 2).astype(images.dtype)
+    return per_image(one, rng, images, 2 * attempts + 2).astype(images.dtype)
 
 
 def random_resized_crop(size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), attempts=10,
@@ -297,11 +195,11 @@ def random_resized_crop(size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), attempts=
     Up to ``attempts`` candidate boxes are drawn at once and the first that fits is used
     (torchvision also tries 10); if none fits, the centred largest box within ``ratio``.
     """
-    size = _check_size("random_resized_crop", "size", size)
-    scale = _check_range("random_resized_crop", "scale", scale, 0.0, 1.0)
-    ratio = _check_range("random_resized_crop", "ratio", ratio, 1e-6, 1e6)
-    attempts = _check_positive("random_resized_crop", "attempts", attempts, integer=True)
-    _check_method("random_resized_crop", method)
+    size = check_size("random_resized_crop", "size", size)
+    scale = check_range("random_resized_crop", "scale", scale, 0.0, 1.0)
+    ratio = check_range("random_resized_crop", "ratio", ratio, 1e-6, 1e6)
+    attempts = check_positive("random_resized_crop", "attempts", attempts, integer=True)
+    check_method("random_resized_crop", method)
     return functools.partial(_random_resized_crop, size=size, scale=scale, ratio=ratio,
                              attempts=attempts, method=method)
 
@@ -311,7 +209,7 @@ def random_resized_crop(size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), attempts=
 # -------------------------------------------------------------------------------------------
 
 def _pca_lighting(rng, images, *, std, eigval, eigvec):
-    _check_images("pca_lighting", images)
+    check_images("pca_lighting", images)
     if images.shape[-1] != eigvec.shape[0]:
         raise ValueError(f"pca_lighting: eigvec is for {eigvec.shape[0]} channels, images "
                          f"have {images.shape[-1]}")
@@ -330,7 +228,7 @@ def pca_lighting(std=0.1, eigval=IMAGENET_EIGVAL, eigvec=IMAGENET_EIGVEC) -> Aug
     (``IMAGENET_EIGVAL``/``IMAGENET_EIGVEC``).  Use :func:`rgb_pca` for other data.
     The result is not clipped, as in the paper.
     """
-    std = _check_positive("pca_lighting", "std", std, allow_zero=True)
+    std = check_positive("pca_lighting", "std", std, allow_zero=True)
     eigval_a = np.asarray(eigval, np.float32)
     eigvec_a = np.asarray(eigvec, np.float32)
     if (eigval_a.ndim != 1 or eigvec_a.ndim != 2 or eigvec_a.shape[1] != eigval_a.shape[0]
@@ -357,18 +255,18 @@ def rgb_pca(images) -> tuple[jax.Array, jax.Array]:
 # -------------------------------------------------------------------------------------------
 
 def _cutout(rng, images, *, size, p, value):
-    _check_images("cutout", images)
+    check_images("cutout", images)
     _, h, w, _ = images.shape
     sh, sw = size
 
     def one(u, img):
-        cy, cx = _int_below(u[1], h), _int_below(u[2], w)
+        cy, cx = int_below(u[1], h), int_below(u[2], w)
         y0, x0 = cy - sh // 2, cx - sw // 2
-        mask = _box_mask(h, w, y0, y0 + sh, x0, x0 + sw) & (u[0] < p)
-        fill = _fill_values(value, None, img)
+        mask = box_mask(h, w, y0, y0 + sh, x0, x0 + sw) & (u[0] < p)
+        fill = fill_values(value, None, img)
         return jnp.where(mask, fill, img)
 
-    return _per_image(one, rng, images, 3).astype(images.dtype)
+    return per_image(one, rng, images, 3).astype(images.dtype)
 
 
 def cutout(size=16, p=1.0, value=0.0) -> Augment:
@@ -380,14 +278,14 @@ def cutout(size=16, p=1.0, value=0.0) -> Augment:
     images are still in [0, 1], so pass the dataset mean as ``value`` (a number or
     per-channel tuple, or 'mean' for each image's own mean) to reproduce that exactly.
     """
-    size = _check_size("cutout", "size", size)
-    p = _check_prob("cutout", "p", p)
-    value = _check_fill("cutout", "value", value, ("mean",))
+    size = check_size("cutout", "size", size)
+    p = check_prob("cutout", "p", p)
+    value = check_fill("cutout", "value", value, ("mean",))
     return functools.partial(_cutout, size=size, p=p, value=value)
 
 
 def _random_erasing(rng, images, *, p, s_l, s_h, r_1, value, attempts):
-    _check_images("random_erasing", images)
+    check_images("random_erasing", images)
     _, h, w, _ = images.shape
     area = float(h * w)
 
@@ -404,11 +302,11 @@ def _random_erasing(rng, images, *, p, s_l, s_h, r_1, value, attempts):
               & (eh >= r_1 * ew) & (r_1 * eh <= ew))
         first = jnp.argmax(ok)
         eh, ew = eh[first], ew[first]
-        y0 = _int_below(u[-2], jnp.maximum(h - eh + 1, 1))
-        x0 = _int_below(u[-1], jnp.maximum(w - ew + 1, 1))
+        y0 = int_below(u[-2], jnp.maximum(h - eh + 1, 1))
+        x0 = int_below(u[-1], jnp.maximum(w - ew + 1, 1))
         erase = (u[-3] < p) & jnp.any(ok)
-        mask = _box_mask(h, w, y0, y0 + eh, x0, x0 + ew) & erase
-        return jnp.where(mask, _fill_values(value, noise, img), img)
+        mask = box_mask(h, w, y0, y0 + eh, x0, x0 + ew) & erase
+        return jnp.where(mask, fill_values(value, noise, img), img)
 
     k_box, k_noise = jax.random.split(rng)
     # Algorithm 1 of Zhong et al. draws every erased pixel from Rand(0, 255): U(0, 1) here.
@@ -432,225 +330,17 @@ def random_erasing(p=0.5, s_l=0.02, s_h=0.4, r_1=0.3, value="random", attempts=1
     ``[r_1, 1 / r_1]`` is used, placed uniformly among the positions where it fits (as in
     the authors' code).  If no candidate qualifies the image is left unchanged.
     """
-    p = _check_prob("random_erasing", "p", p)
-    s_l = _check_prob("random_erasing", "s_l", s_l)
-    s_h = _check_prob("random_erasing", "s_h", s_h)
+    p = check_prob("random_erasing", "p", p)
+    s_l = check_prob("random_erasing", "s_l", s_l)
+    s_h = check_prob("random_erasing", "s_h", s_h)
     if not s_l < s_h:
         raise ValueError(f"random_erasing: need s_l < s_h, got s_l={s_l}, s_h={s_h}")
-    if not _is_number(r_1) or not 0 < r_1 <= 1:
+    if not is_number(r_1) or not 0 < r_1 <= 1:
         raise ValueError(f"random_erasing: r_1 must be in (0, 1], got {r_1!r}")
-    value = _check_fill("random_erasing", "value", value, ("random", "mean"))
-    attempts = _check_positive("random_erasing", "attempts", attempts, integer=True)
+    value = check_fill("random_erasing", "value", value, ("random", "mean"))
+    attempts = check_positive("random_erasing", "attempts", attempts, integer=True)
     return functools.partial(_random_erasing, p=p, s_l=s_l, s_h=s_h, r_1=float(r_1),
                              value=value, attempts=attempts)
-
-
-# -------------------------------------------------------------------------------------------
-# RandAugment
-# -------------------------------------------------------------------------------------------
-
-RANDAUGMENT_OPS = ("identity", "autocontrast", "equalize", "rotate", "solarize", "color",
-                   "posterize", "contrast", "brightness", "sharpness", "shear_x", "shear_y",
-                   "translate_x", "translate_y")
-
-_GRAY = (0.299, 0.587, 0.114)                               # ITU-R 601 luma, as PIL's "L"
-
-
-def _gray(img):
-    if img.shape[-1] == 3:
-        return img @ jnp.asarray(_GRAY, img.dtype)
-    return jnp.mean(img, axis=-1)
-
-
-def _blend(degenerate, img, factor):
-    """PIL ImageEnhance: ``degenerate + factor * (img - degenerate)``, clipped."""
-    return jnp.clip(degenerate + factor * (img - degenerate), 0.0, 1.0)
-
-
-def _affine(img, matrix, fill=0.5):
-    """Warp ``img`` (H, W, C): output pixel (y, x) samples the input at
-    ``matrix @ (y, x, 1)`` (bilinear, ``fill`` outside), like PIL's ``Image.transform``."""
-    h, w, c = img.shape
-    yy, xx = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32),
-                          indexing="ij")
-    src_y = matrix[0, 0] * yy + matrix[0, 1] * xx + matrix[0, 2]
-    src_x = matrix[1, 0] * yy + matrix[1, 1] * xx + matrix[1, 2]
-    sample = lambda ch: jax.scipy.ndimage.map_coordinates(  # noqa: E731
-        ch, [src_y, src_x], order=1, mode="constant", cval=fill)
-    return jax.vmap(sample, in_axes=-1, out_axes=-1)(img)
-
-
-def _equalize(img):
-    """PIL ``ImageOps.equalize`` per channel on the 8-bit quantised image."""
-    def channel(x):
-        q = jnp.clip(jnp.round(x * 255.0), 0, 255).astype(jnp.int32)
-        hist = jnp.zeros(256, jnp.int32).at[q.ravel()].add(1)
-        step = (q.size - hist[jnp.max(q)]) // 255
-        lut = (jnp.cumsum(hist) - hist + step // 2) // jnp.maximum(step, 1)
-        out = jnp.clip(lut, 0, 255)[q].astype(jnp.float32) / 255.0
-        return jnp.where(step > 0, out, x)
-    return jax.vmap(channel, in_axes=-1, out_axes=-1)(img)
-
-
-def _sharpness_degenerate(img):
-    """PIL's SMOOTH filter (3x3, centre weight 5, total 13); border pixels unchanged."""
-    h, w, _ = img.shape
-    padded = jnp.pad(img, ((1, 1), (1, 1), (0, 0)), mode="edge")
-    total = sum(padded[dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3))
-    smooth = (total + 4.0 * img) / 13.0
-    interior = _box_mask(h, w, 1, h - 1, 1, w - 1)
-    return jnp.where(interior, smooth, img)
-
-
-def randaugment_ops(frac: float) -> dict:
-    """The RandAugment ops at magnitude fraction ``frac = m / m_max`` in [0, 1]:
-    ``{name: f(img (H, W, C), sign) -> img}``, ``sign`` = +-1 (the direction of signed
-    ops)."""
-    angle = math.radians(30.0 * frac)
-    shear = 0.3 * frac
-    enhance = 0.9 * frac
-    threshold = 1.0 - frac                                   # stronger with magnitude
-    bits = 8 - int(4 * frac)                                 # 8 bits at M=0, 4 at M=max
-    keep = 256 - 2 ** (8 - bits)
-
-    def rotate(img, s):
-        cy, cx = (img.shape[0] - 1) / 2.0, (img.shape[1] - 1) / 2.0
-        cos, sin = jnp.cos(s * angle), jnp.sin(s * angle)
-        m = jnp.array([[cos, -sin, cy - cos * cy + sin * cx],
-                       [sin, cos, cx - sin * cy - cos * cx]])
-        return _affine(img, m)
-
-    def autocontrast(img):
-        lo = jnp.min(img, axis=(0, 1), keepdims=True)
-        hi = jnp.max(img, axis=(0, 1), keepdims=True)
-        span = hi - lo
-        return jnp.where(span > 0, (img - lo) / jnp.where(span > 0, span, 1.0), img)
-
-    def posterize(img):
-        q = jnp.clip(jnp.round(img * 255.0), 0, 255).astype(jnp.int32)
-        return (q & keep).astype(jnp.float32) / 255.0
-
-    def contrast(img, s):
-        mean = jnp.mean(_gray(img))
-        return _blend(mean, img, 1.0 + s * enhance)
-
-    def affine(rows):
-        # ``rows`` give the source (y, x) of output pixel (y, x, 1), like PIL's affine data.
-        return lambda img, s: _affine(img, jnp.array(rows(s)))
-
-    ops = {
-        "identity": lambda img, s: img,
-        "autocontrast": lambda img, s: autocontrast(img),
-        "equalize": lambda img, s: _equalize(img),
-        "rotate": rotate,
-        "solarize": lambda img, s: jnp.where(img >= threshold, 1.0 - img, img),
-        "color": lambda img, s: _blend(_gray(img)[..., None], img, 1.0 + s * enhance),
-        "posterize": lambda img, s: posterize(img),
-        "contrast": contrast,
-        "brightness": lambda img, s: _blend(jnp.zeros_like(img), img, 1.0 + s * enhance),
-        "sharpness": lambda img, s: _blend(_sharpness_degenerate(img), img, 1.0 + s * enhance),
-        "shear_x": affine(lambda s: [[1.0, 0.0, 0.0], [s * shear, 1.0, 0.0]]),
-        "shear_y": affine(lambda s: [[1.0, s * shear, 0.0], [0.0, 1.0, 0.0]]),
-        # Shifts are a fraction of the side they move along.
-        "translate_x": lambda img, s: _affine(img, jnp.array(
-            [[1.0, 0.0, 0.0], [0.0, 1.0, s * 0.45 * frac * img.shape[1]]])),
-        "translate_y": lambda img, s: _affine(img, jnp.array(
-            [[1.0, 0.0, s * 0.45 * frac * img.shape[0]], [0.0, 1.0, 0.0]])),
-    }
-    return ops
-
-
-def _randaugment(rng, images, *, n, frac):
-    _check_images("randaugment", images)
-    table = randaugment_ops(frac)
-    branches = [table[name] for name in RANDAUGMENT_OPS]
-
-    def one(u, img):
-        img = img.astype(jnp.float32)
-        for i in range(n):
-            index = _int_below(u[2 * i], len(branches))
-            sign = jnp.where(u[2 * i + 1] < 0.5, 1.0, -1.0)
-            img = lax.switch(index, branches, img, sign)
-        return img
-
-    return _per_image(one, rng, images, 2 * n).astype(images.dtype)
-
-
-def randaugment(n=2, m=9, m_max=10) -> Augment:
-    """RandAugment (Cubuk et al., 2020): apply ``n`` ops drawn uniformly (with
-    replacement) from ``RANDAUGMENT_OPS``, all at the same magnitude ``m``.
-
-    ``m`` is on a 0..``m_max`` scale; ``m_max=10`` follows the reference TF and timm
-    implementations (``rand-m9-n2``), pass ``m_max=30`` for the paper's 0..30 scale.  At
-    ``m = m_max``: rotate +-30 deg, shear +-0.3, translate +-45% of the side, colour /
-    contrast / brightness / sharpness factor 1 +- 0.9, solarize threshold 0,
-    posterize to 4 bits; signed ops pick the sign at random, and every magnitude grows with
-    ``m`` (timm's "increasing" variants).  Each op is always applied, as in the paper.
-    Geometric ops sample bilinearly with grey (0.5) fill.  Under ``vmap`` the
-    ``lax.switch`` evaluates all branches and selects one per image.
-    """
-    n = _check_positive("randaugment", "n", n, integer=True, allow_zero=True)
-    m_max = _check_positive("randaugment", "m_max", m_max)
-    if not _is_number(m) or not 0 <= m <= m_max:
-        raise ValueError(f"randaugment: m must be in [0, m_max={m_max}], got {m!r}")
-    return functools.partial(_randaugment, n=n, frac=float(m) / m_max)
-
-
-# -------------------------------------------------------------------------------------------
-# Batch-mixing ops
-# -------------------------------------------------------------------------------------------
-
-def _check_mix_inputs(op, images, targets):
-    _check_images(op, images)
-    if getattr(targets, "ndim", None) != 2 or targets.shape[0] != images.shape[0]:
-        raise ValueError(f"{op}: expected soft targets (B, K) with B={images.shape[0]}, got "
-                         f"shape {getattr(targets, 'shape', None)}")
-    if not jnp.issubdtype(targets.dtype, jnp.floating):
-        raise ValueError(f"{op}: targets must be float soft labels, got {targets.dtype}")
-
-
-def _mixup(rng, images, targets, *, alpha):
-    _check_mix_inputs("mixup", images, targets)
-    lam = jax.random.beta(rng, alpha, alpha)
-    x = lam * images.astype(jnp.float32) + (1 - lam) * images[::-1].astype(jnp.float32)
-    y = lam * targets.astype(jnp.float32) + (1 - lam) * targets[::-1].astype(jnp.float32)
-    return x.astype(images.dtype), y.astype(targets.dtype)
-
-
-def mixup(alpha=0.2) -> Mix:
-    """mixup (Zhang et al., 2018): ``lambda ~ Beta(alpha, alpha)``, one per batch, and
-    ``x = lambda x_i + (1 - lambda) x_j``, same for the targets.  The partner ``j`` of
-    example ``i`` is ``B - 1 - i`` (the batch reversed; the batch is already shuffled)."""
-    return functools.partial(_mixup, alpha=_check_positive("mixup", "alpha", alpha))
-
-
-def _cutmix(rng, images, targets, *, alpha):
-    _check_mix_inputs("cutmix", images, targets)
-    _, h, w, _ = images.shape
-    kl, kc = jax.random.split(rng)
-    lam = jax.random.beta(kl, alpha, alpha)
-    cut = jnp.sqrt(1.0 - lam)
-    cut_h = (h * cut).astype(jnp.int32)
-    cut_w = (w * cut).astype(jnp.int32)
-    u = jax.random.uniform(kc, (2,))
-    cy, cx = _int_below(u[0], h), _int_below(u[1], w)
-    y0, y1 = jnp.clip(cy - cut_h // 2, 0, h), jnp.clip(cy + cut_h // 2, 0, h)
-    x0, x1 = jnp.clip(cx - cut_w // 2, 0, w), jnp.clip(cx + cut_w // 2, 0, w)
-    mask = _box_mask(h, w, y0, y1, x0, x1)[None]
-    x = jnp.where(mask, images[::-1], images)
-    # Labels follow the pixels actually pasted, after clipping at the borders.
-    pasted = ((y1 - y0) * (x1 - x0)).astype(jnp.float32) / (h * w)
-    y = (1 - pasted) * targets.astype(jnp.float32) + pasted * targets[::-1].astype(jnp.float32)
-    return x, y.astype(targets.dtype)
-
-
-def cutmix(alpha=1.0) -> Mix:
-    """CutMix (Yun et al., 2019): ``lambda ~ Beta(alpha, alpha)``; a box of side ratios
-    ``sqrt(1 - lambda)`` (so area ratio ``1 - lambda`` before clipping), centre uniform over
-    the pixels, clipped at the borders, is pasted from the partner ``B - 1 - i``.  The
-    targets are mixed by the exact fraction of pixels pasted after clipping.  One box per
-    batch, as in the reference code."""
-    return functools.partial(_cutmix, alpha=_check_positive("cutmix", "alpha", alpha))
 
 
 # -------------------------------------------------------------------------------------------
@@ -787,3 +477,4 @@ def build_mix(spec: str) -> Optional[Mix]:
             return lax.switch(which, branches, images, targets)
     mix.spec = spec
     return mix
+
