@@ -56,7 +56,7 @@ def test_time_steps_counts_page_faults_per_call():
         a = np.empty(16 << 20, np.float32)
         a.fill(1.0)
 
-    (t_fill, f_fill), (t_noop, f_noop) = benchmark._time_steps([fill, lambda: None], 1, 3)
+    (t_fill, f_fill), (t_noop, f_noop) = benchmark.time_steps([fill, lambda: None], 1, 3)
     assert t_fill > 0 and t_noop >= 0
     assert f_fill >= 32 and f_noop < f_fill / 4
 

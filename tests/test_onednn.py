@@ -224,16 +224,16 @@ def test_benchmark_names_the_primitives_in_its_device_column(monkeypatch):
     monkeypatch.setattr(onednn, "version", lambda: "3.2.0")
     monkeypatch.delenv(conv_impl.ENV_VAR, raising=False)
     monkeypatch.setattr(jax, "device_count", lambda: 1)
-    assert benchmark._onednn_primitives() == "oneDNN 3.2.0 primitives, "
+    assert benchmark.onednn_primitives() == "oneDNN 3.2.0 primitives, "
     assert "oneDNN 3.2.0 primitives, " in benchmark.device_name(jax.devices()[0])
     monkeypatch.setenv(conv_impl.ENV_VAR, "xla")
-    assert benchmark._onednn_primitives() == ""
+    assert benchmark.onednn_primitives() == ""
     monkeypatch.setenv(conv_impl.ENV_VAR, "auto")
     monkeypatch.setattr(jax, "device_count", lambda: 8)
-    assert benchmark._onednn_primitives() == ""
+    assert benchmark.onednn_primitives() == ""
     monkeypatch.setattr(onednn, "available", lambda: False)
     monkeypatch.setenv(conv_impl.ENV_VAR, "onednn")
-    assert benchmark._onednn_primitives() == ""
+    assert benchmark.onednn_primitives() == ""
 
 
 def test_primitives_refuse_other_dtypes_and_misfit_shapes():
