@@ -53,7 +53,7 @@ def _du_mb(path: str) -> float:
 
 def _cpu() -> str:
     try:
-        from jaxvision.layers.conv_impl import cpuinfo_field
+        from jaxvision.backends.cpu.platform import cpuinfo_field
         return cpuinfo_field("model name") or platform.processor()
     except Exception:  # noqa: BLE001 -- a label only
         return platform.processor()

@@ -351,7 +351,7 @@ def environment() -> dict:
 
     import jax
     import orbax.checkpoint as ocp
-    from jaxvision.layers.conv_impl import cpuinfo_field
+    from jaxvision.backends.cpu.platform import cpuinfo_field
 
     cpu = cpuinfo_field("model name") or platform.processor()
     return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -476,7 +476,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:
     args = parse_args(argv)
-    from jaxvision.layers.conv_impl import configure_cpu_convolutions
+    from jaxvision.backends.cpu import configure_cpu_convolutions
     configure_cpu_convolutions(args.xla_cpu_conv)  # before JAX starts its CPU backend
     if args.threads is not None:
         if args.threads < 1:

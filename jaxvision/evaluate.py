@@ -299,7 +299,7 @@ def cli(argv=None):
     def main(_):
         from absl import logging
 
-        from jaxvision.layers.conv_impl import configure_cpu_convolutions
+        from jaxvision.backends.cpu import configure_cpu_convolutions
         configure_cpu_convolutions()  # XLA_FLAGS are read when JAX starts its backends
         logging.set_verbosity(logging.WARNING)
         f = flags.FLAGS

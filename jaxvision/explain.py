@@ -155,7 +155,7 @@ def main(argv=None) -> list[dict]:
     args = p.parse_args(argv)
     if args.batch < 1:
         p.error(f"--batch must be >= 1, got {args.batch}")
-    from jaxvision.layers.conv_impl import configure_cpu_convolutions
+    from jaxvision.backends.cpu import configure_cpu_convolutions
     configure_cpu_convolutions()  # as the training entry point does, before JAX starts
     rows = explain(args.model, args.input, args.batch, args.conv)
     size = args.input or model_cfg(args.model)["input_size"][0]

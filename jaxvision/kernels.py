@@ -8,7 +8,7 @@ Three settings decide which kernels a run's layers compile to:
   :func:`jaxvision.layers.attention_vit.attention_impl`);
 * ``cpu_conv_library``: the library XLA:CPU runs its own convolutions with (``auto``,
   ``onednn``, ``ynnpack``), fixed when JAX starts its backends
-  (:func:`jaxvision.layers.conv_impl.configure_cpu_convolutions`).
+  (:func:`jaxvision.backends.cpu.configure_cpu_convolutions`).
 
 A run sets them in ``config.kernels`` (configs or ``--config.kernels.conv=onednn`` on the
 command line) and records the values it used in its ``config.json``.  A program sets the
@@ -74,7 +74,7 @@ def attention() -> str:
 
 def cpu_conv_library(value: str = "") -> str:
     """The XLA:CPU convolution library asked for: ``value``, else ``JAXVISION_XLA_CPU_CONV``,
-    else auto (what is in effect: :func:`jaxvision.layers.conv_impl.cpu_conv_library`)."""
+    else auto (what is in effect: :func:`jaxvision.backends.cpu.cpu_conv_library`)."""
     return _resolve("cpu_conv_library", check("cpu_conv_library", value))
 
 
@@ -104,7 +104,7 @@ def from_config(config) -> dict:
 def in_effect(config=None) -> dict:
     """What a run traced with ``config.kernels`` uses, every setting resolved (for its
     ``config.json`` and benchmark rows)."""
-    from jaxvision.layers.conv_impl import cpu_conv_library as library_in_effect
+    from jaxvision.backends.cpu.platform import cpu_conv_library as library_in_effect
     want = from_config(config) if config is not None else {"conv": "", "attention": ""}
     with use(**want):
         return {"conv": conv(), "attention": attention(), "cpu_conv_library": library_in_effect()}

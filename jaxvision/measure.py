@@ -120,7 +120,7 @@ def device_name(device) -> str:
     convolutions, [oneDNN <version> primitives, ]<allocator>``, since XLA calls every CPU
     just ``cpu``, CPU timings differ widely between processor models, XLA:CPU can run
     convolutions with either of two libraries
-    (:func:`jaxvision.layers.conv_impl.configure_cpu_convolutions`), the plan may call
+    (:func:`jaxvision.backends.cpu.configure_cpu_convolutions`), the plan may call
     oneDNN's convolution primitives (:mod:`jaxvision.layers.onednn`), and the C allocator
     changes the step time (:mod:`jaxvision.allocator`)."""
     kind = getattr(device, "device_kind", str(device))
@@ -129,7 +129,7 @@ def device_name(device) -> str:
     import platform
 
     from jaxvision.allocator import allocator_name
-    from jaxvision.layers.conv_impl import cpu_conv_library, cpuinfo_field
+    from jaxvision.backends.cpu.platform import cpu_conv_library, cpuinfo_field
     model = cpuinfo_field("model name") or platform.processor() or platform.machine()
     try:
         cores = len(os.sched_getaffinity(0))

@@ -217,7 +217,7 @@ def _record_kernels(config):
         raise ValueError(
             f"kernels.cpu_conv_library={asked!r}, but XLA:CPU started with "
             f"{used['cpu_conv_library']!r}: the library is chosen before JAX starts (the "
-            f"command line does it; a program calls jaxvision.layers.conv_impl."
+            f"command line does it; a program calls jaxvision.backends.cpu."
             f"configure_cpu_convolutions({asked!r}) before its first computation)")
     for key, value in used.items():
         config.kernels[key] = value
@@ -565,7 +565,7 @@ def cli(argv=None):
     def main(_):
         from absl import logging
 
-        from jaxvision.layers.conv_impl import configure_cpu_convolutions
+        from jaxvision.backends.cpu import configure_cpu_convolutions
         try:  # XLA_FLAGS are read when JAX starts its backends
             configure_cpu_convolutions(
                 kernels.cpu_conv_library(flags_.config.kernels.cpu_conv_library))

@@ -43,9 +43,9 @@ if "PYTEST_XDIST_WORKER" not in os.environ:
 # 2-device driver to this SIGABRT in an eval step.  The tests give collectives the drivers'
 # own 300 s limit instead.  The flag is jaxlib >= 0.10's (unknown flags abort XLA too).
 # XLA reads its flags when the first backend starts, so importing jaxvision first is fine.
-from jaxvision.layers.conv_impl import _jaxlib_version  # noqa: E402
+from jaxvision.backends.cpu.platform import jaxlib_version  # noqa: E402
 
-if (_jaxlib_version() or (0,)) >= (0, 10):
+if (jaxlib_version() or (0,)) >= (0, 10):
     os.environ["XLA_FLAGS"] += " --xla_cpu_collective_call_terminate_timeout_seconds=300"
 
 import jax  # noqa: E402

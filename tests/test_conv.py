@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from jax import lax
 
+from jaxvision.backends.cpu import platform as cpu_platform
 from jaxvision.layers import Conv, conv_impl, onednn, pad
 from jaxvision.layers import conv as conv_layer
 from jaxvision.layers.conv_impl import Plan, conv_general_dilated
@@ -606,11 +607,11 @@ def test_plan_choice_with_onednn_convolutions(monkeypatch):
 
 
 def test_configure_cpu_convolutions(monkeypatch):
-    configure = conv_impl.configure_cpu_convolutions
+    configure = cpu_platform.configure_cpu_convolutions
     monkeypatch.delenv(conv_impl.LIBRARY_ENV_VAR, raising=False)
-    monkeypatch.setattr(conv_impl, "_backends_started", lambda: False)
-    monkeypatch.setattr(conv_impl, "cpu_vendor", lambda: "intel")
-    monkeypatch.setattr(conv_impl, "_jaxlib_version", lambda: (0, 10, 2))
+    monkeypatch.setattr(cpu_platform, "backends_started", lambda: False)
+    monkeypatch.setattr(cpu_platform, "cpu_vendor", lambda: "intel")
+    monkeypatch.setattr(cpu_platform, "jaxlib_version", lambda: (0, 10, 2))
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
     assert conv_impl.cpu_conv_library() == "ynnpack"
     # auto: oneDNN on Intel, appended after the user's own flags, once.
@@ -621,15 +622,15 @@ def test_configure_cpu_convolutions(monkeypatch):
     assert configure() == "onednn" and os.environ["XLA_FLAGS"].split() == flags
     # ... and on AMD; auto elsewhere (another maker, a CPU that is not x86) leaves XLA's
     # default; an explicit choice or the variable overrides it.
-    monkeypatch.setattr(conv_impl, "cpu_vendor", lambda: "amd")
+    monkeypatch.setattr(cpu_platform, "cpu_vendor", lambda: "amd")
     monkeypatch.setenv("XLA_FLAGS", "")
     assert configure() == "onednn" and os.environ["XLA_FLAGS"].split() == list(
         conv_impl.ONEDNN_XLA_FLAGS)
-    monkeypatch.setattr(conv_impl, "cpu_vendor", lambda: "other")
+    monkeypatch.setattr(cpu_platform, "cpu_vendor", lambda: "other")
     monkeypatch.setenv("XLA_FLAGS", "")
     assert configure() == "ynnpack" and os.environ["XLA_FLAGS"] == ""
     assert configure("onednn") == "onednn" and conv_impl.cpu_conv_library() == "onednn"
-    monkeypatch.setattr(conv_impl, "cpu_vendor", lambda: "intel")
+    monkeypatch.setattr(cpu_platform, "cpu_vendor", lambda: "intel")
     monkeypatch.setenv("XLA_FLAGS", "")
     monkeypatch.setenv(conv_impl.LIBRARY_ENV_VAR, "ynnpack")
     assert configure() == "ynnpack" and os.environ["XLA_FLAGS"] == ""
@@ -643,21 +644,21 @@ def test_configure_cpu_convolutions(monkeypatch):
     assert configure("onednn") == "ynnpack" and os.environ["XLA_FLAGS"] == mine
     # A jaxlib that would abort on the flags keeps XLA's default; asking for oneDNN says why.
     monkeypatch.setenv("XLA_FLAGS", "")
-    monkeypatch.setattr(conv_impl, "_jaxlib_version", lambda: (0, 8, 0))
+    monkeypatch.setattr(cpu_platform, "jaxlib_version", lambda: (0, 8, 0))
     assert configure() == "ynnpack" and os.environ["XLA_FLAGS"] == ""
     with pytest.raises(RuntimeError, match=r"needs jaxlib >= 0\.10\.0.*installed jaxlib: 0\.8\.0"):
         configure("onednn")
     assert os.environ["XLA_FLAGS"] == ""
-    monkeypatch.setattr(conv_impl, "_jaxlib_version", lambda: (0, 10, 2))
+    monkeypatch.setattr(cpu_platform, "jaxlib_version", lambda: (0, 10, 2))
     # Once JAX's backends run, the flags can no longer take effect.
-    monkeypatch.setattr(conv_impl, "_backends_started", lambda: True)
+    monkeypatch.setattr(cpu_platform, "backends_started", lambda: True)
     monkeypatch.setenv("XLA_FLAGS", "")
     with pytest.raises(RuntimeError, match="before JAX starts its backends"):
         configure("onednn")
     assert configure() == "ynnpack" and os.environ["XLA_FLAGS"] == ""
     monkeypatch.undo()
     jnp.ones(1).block_until_ready()
-    assert conv_impl._backends_started()
+    assert cpu_platform.backends_started()
 
 
 _ONEDNN_SCRIPT = """
@@ -714,7 +715,7 @@ def _onednn_case_outputs() -> dict:
 
 
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64")
-                    or (conv_impl._jaxlib_version() or (0,)) < conv_impl.ONEDNN_MIN_JAXLIB,
+                    or (conv_impl.jaxlib_version() or (0,)) < conv_impl.ONEDNN_MIN_JAXLIB,
                     reason="XLA:CPU's oneDNN convolutions: x86-64 and a recent jaxlib only")
 def test_onednn_convolutions_match_the_default_library(tmp_path):
     """A process whose XLA:CPU runs convolutions in oneDNN computes the same values and

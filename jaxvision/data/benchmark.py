@@ -41,7 +41,7 @@ FIELDS = ["split", "workers", "cpu", "cores", "jaxvision_img_s", "torchvision_im
 
 
 def cpu_model() -> str:
-    from jaxvision.layers.conv_impl import cpuinfo_field  # the benchmark's own CPU reader
+    from jaxvision.backends.cpu.platform import cpuinfo_field  # the benchmark's own CPU reader
     return cpuinfo_field("model name") or platform.processor() or platform.machine()
 
 

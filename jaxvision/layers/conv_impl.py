@@ -4,8 +4,9 @@ XLA:CPU lowers ``lax.conv_general_dilated`` to a convolution kernel that is comp
 large feature maps but falls off a cliff on some shapes (measured in
 docs/design/cpu_convolutions.md): small spatial maps with many channels (a 3x3 conv on
 2x2x512 runs ~70x slower than the same arithmetic as a matrix product), and the input
-gradient of strided convs on small maps.  A convolution is a sum over kernel taps of matrix products, so every such shape
-can instead be computed by the backend's matrix multiply, which has no such cliff:
+gradient of strided convs on small maps.  A convolution is a sum over kernel taps of matrix
+products, so every such shape can instead be computed by the backend's matrix multiply, which
+has no such cliff (the formulations: :mod:`jaxvision.backends.cpu.formulations`):
 
 * ``im2col``: gather the ``KH*KW`` shifted (strided, dilated) views of the padded input into a
   patch matrix ``(N*Ho*Wo, KH*KW*C)`` and multiply once by the kernel ``(KH*KW*C, O)``
@@ -54,9 +55,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
-import importlib.metadata
-import os
-import re
 from typing import NamedTuple
 
 import jax
@@ -65,7 +63,23 @@ import numpy as np
 from jax import lax
 
 from jaxvision import kernels
+from jaxvision.backends.cpu.formulations import (WINOGRAD, WINOGRAD_DTYPES, Geometry, depthwise,
+                                                 depthwise_by_image, fwd_matmul, wino_dgrad,
+                                                 wino_fwd, wino_wgrad, winograd_applies)
+from jaxvision.backends.cpu.platform import (LIBRARIES, LIBRARY_ENV_VAR, ONEDNN_MIN_JAXLIB,
+                                             ONEDNN_XLA_FLAGS, configure_cpu_convolutions,
+                                             cpu_conv_library, cpu_vendor, cpuinfo_field,
+                                             jaxlib_version)
 from jaxvision.layers import onednn
+
+# Defined in jaxvision.backends.cpu and used or re-exported here: the convolution's geometry
+# and formulations, and the CPU's description and convolution library.
+__all__ = ["ENV_VAR", "FORMS", "IMPLS", "LIBRARIES", "LIBRARY_ENV_VAR", "ONEDNN_MIN_JAXLIB",
+           "ONEDNN_XLA_FLAGS", "THRESHOLDS", "Geometry", "Plan", "choose_plan_cpu",
+           "configure_cpu_convolutions", "conv_general_dilated", "conv_plan",
+           "cpu_conv_library", "cpu_vendor", "cpuinfo_field", "depthwise", "jaxlib_version",
+           "loop_body", "multiply_adds", "onednn_applies", "onednn_eligible", "recording",
+           "requested_impl", "winograd_applies"]
 
 IMPLS = kernels.CONV_IMPLS  # the settings are defined once, in jaxvision.kernels
 FORMS = ("lax", "im2col", "shift", "winograd2", "winograd4", "onednn")
@@ -81,22 +95,6 @@ class Plan(NamedTuple):
     wgrad: str
 
 
-class Geometry(NamedTuple):
-    """Static description of one NHWC/HWIO convolution (all ints / tuples of ints)."""
-
-    n: int
-    h: int
-    w: int
-    c: int
-    kh: int
-    kw: int
-    o: int
-    ho: int
-    wo: int
-    strides: tuple[int, int]
-    pads: tuple[tuple[int, int], tuple[int, int]]
-    dilation: tuple[int, int]
-    groups: int
 
 
 try:
@@ -131,109 +129,6 @@ def _platform(x) -> str:
 # Plan choice.
 # ----------------------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=None)
-def cpuinfo_field(name: str) -> str:
-    """The value of the first ``name`` line of ``/proc/cpuinfo`` (``vendor_id``, ``model
-    name``, ...), or ``""`` where there is none (another OS, or no such line)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == name:
-                    return value.strip()
-    except OSError:
-        pass
-    return ""
-
-
-def cpu_vendor() -> str:
-    """``'intel'``, ``'amd'`` or ``'other'``: the host CPU's maker, for the one CPU rule
-    whose best choice differs between them."""
-    return {"GenuineIntel": "intel", "AuthenticAMD": "amd"}.get(cpuinfo_field("vendor_id"),
-                                                               "other")
-
-
-# XLA:CPU runs convolutions through YNNPACK by default; these flags take them out of YNNPACK's
-# fusions and ask for oneDNN's, read when its CPU backend starts.  With jaxlib 0.10.2 what
-# then runs is XLA's own (Eigen) convolution kernel, whose matrix products call oneDNN's
-# sgemm (ONEDNN_VERBOSE=all logs gemm_api calls and no convolution primitive; the second
-# flag alone gives the same calls and times).  "oneDNN" in this module means that path.
-ONEDNN_XLA_FLAGS = ("--xla_cpu_experimental_onednn_fusion_type=individual_convolution",
-                    "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution")
-LIBRARY_ENV_VAR = kernels.LIBRARY_ENV_VAR
-LIBRARIES = kernels.LIBRARIES
-# XLA aborts the process on a flag it does not know.  jaxlib 0.8.2 is the first with both
-# flags and the individual-convolution fusion; the oneDNN path was measured and tested with
-# 0.10, so older jaxlibs keep XLA's default.
-ONEDNN_MIN_JAXLIB = (0, 10, 0)
-
-
-def _jaxlib_version() -> tuple[int, ...] | None:
-    """The installed jaxlib's (major, minor, patch), read without starting JAX."""
-    try:
-        match = re.match(r"(\d+)\.(\d+)\.(\d+)", importlib.metadata.version("jaxlib"))
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    return tuple(int(v) for v in match.groups()) if match else None
-
-
-def cpu_conv_library() -> str:
-    """``'onednn'`` where ``XLA_FLAGS`` hand XLA:CPU's convolutions to oneDNN
-    (:data:`ONEDNN_XLA_FLAGS`), otherwise ``'ynnpack'`` (XLA's default).  Read from the
-    environment at trace time; the flags themselves take effect when JAX starts its CPU
-    backend, which :func:`configure_cpu_convolutions` must therefore precede."""
-    flags = os.environ.get("XLA_FLAGS", "").split()
-    return "onednn" if all(f in flags for f in ONEDNN_XLA_FLAGS) else "ynnpack"
-
-
-def _backends_started() -> bool:
-    try:
-        from jax._src import xla_bridge
-        return bool(xla_bridge.backends_are_initialized())
-    except (ImportError, AttributeError):  # private API moved: assume not started.
-        return False
-
-
-def configure_cpu_convolutions(choice: str | None = None) -> str:
-    """Choose the library XLA:CPU runs convolutions with, before JAX starts its backends.
-
-    ``choice`` (default: the ``JAXVISION_XLA_CPU_CONV`` environment variable, else
-    ``'auto'``): ``'onednn'`` appends :data:`ONEDNN_XLA_FLAGS` to ``XLA_FLAGS``;
-    ``'ynnpack'`` leaves XLA's default; ``'auto'`` picks oneDNN on Intel and AMD CPUs, where
-    it measured faster (docs/design/cpu_convolutions.md), and YNNPACK elsewhere.
-    oneDNN needs jaxlib >= :data:`ONEDNN_MIN_JAXLIB` (``auto`` keeps XLA's default on an
-    older one, an explicit ``'onednn'`` is refused with a RuntimeError).
-    ``XLA_FLAGS`` that already name either fusion type are the user's choice and are left
-    alone.  Returns the library in effect (:func:`cpu_conv_library`).  The command-line
-    entry points (training, evaluation, benchmark) call this first; a program importing
-    jaxvision calls it before its first JAX computation, or sets the flags itself.
-    """
-    choice = (os.environ.get(LIBRARY_ENV_VAR, "auto") if choice is None else choice)
-    choice = choice.strip().lower() or "auto"
-    if choice not in LIBRARIES:
-        raise ValueError(f"{LIBRARY_ENV_VAR}={choice!r} is not one of {', '.join(LIBRARIES)}")
-    flags = os.environ.get("XLA_FLAGS", "")
-    user_set = any(f.split("=")[0] in flags for f in ONEDNN_XLA_FLAGS)
-    want = choice == "onednn" or (choice == "auto" and cpu_vendor() in ("intel", "amd"))
-    if not want or user_set:
-        return cpu_conv_library()
-    version = _jaxlib_version()
-    if version is None or version < ONEDNN_MIN_JAXLIB:
-        if choice == "onednn":
-            need = ".".join(map(str, ONEDNN_MIN_JAXLIB))
-            have = ".".join(map(str, version)) if version else "not found"
-            raise RuntimeError(
-                f"{LIBRARY_ENV_VAR}=onednn needs jaxlib >= {need} (the XLA:CPU flags of "
-                f"ONEDNN_XLA_FLAGS); installed jaxlib: {have}")
-        return cpu_conv_library()
-    if _backends_started():
-        if choice == "onednn":
-            raise RuntimeError(
-                "configure_cpu_convolutions('onednn') must run before JAX starts its backends "
-                "(XLA reads XLA_FLAGS once, at its first computation)")
-        return cpu_conv_library()
-    os.environ["XLA_FLAGS"] = " ".join([flags.strip(), *ONEDNN_XLA_FLAGS]).strip()
-    return "onednn"
 
 
 def choose_plan_cpu(g: Geometry, library: str = "ynnpack") -> Plan:
@@ -439,7 +334,7 @@ def conv_plan(g: Geometry, impl: str, platform: str, in_loop: bool = False,
         if onednn.available():
             if impl == "auto" and min(g.c, g.o) >= THRESHOLDS["onednn_keep_winograd_min_channels"]:
                 rule = choose_plan_cpu(g, cpu_conv_library())
-                return Plan(*(f if f in _WINOGRAD else "onednn" for f in rule))
+                return Plan(*(f if f in WINOGRAD else "onednn" for f in rule))
             return Plan("onednn", "onednn", "onednn")
         if impl == "onednn":
             raise RuntimeError(f"{ENV_VAR}=onednn, but oneDNN's convolutions are unavailable: "
@@ -452,241 +347,9 @@ def conv_plan(g: Geometry, impl: str, platform: str, in_loop: bool = False,
 
 
 # ----------------------------------------------------------------------------------------
-# Formulations on NHWC input / HWIO kernel.
+# The plan applied: one formulation per pass (jaxvision.backends.cpu.formulations).
 # ----------------------------------------------------------------------------------------
 
-def _taps(x, g: Geometry):
-    """The KH*KW shifted views of the padded input, each (N, Ho, Wo, C), tap-major (i, j)."""
-    (pt, pb), (pl, pr) = g.pads
-    x = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (pt, pb, 0), (pl, pr, 0), (0, 0, 0)))
-    sh, sw = g.strides
-    dh, dw = g.dilation
-    out = []
-    for i in range(g.kh):
-        for j in range(g.kw):
-            start = (0, i * dh, j * dw, 0)
-            limit = (g.n, i * dh + sh * (g.ho - 1) + 1, j * dw + sw * (g.wo - 1) + 1, g.c)
-            out.append(lax.slice(x, start, limit, (1, sh, sw, 1)))
-    return out
-
-
-def _patches(x, g: Geometry):
-    """im2col patch matrix (N*Ho*Wo, KH*KW, C)."""
-    taps = _taps(x, g)
-    p = taps[0][..., None, :] if len(taps) == 1 else jnp.stack(taps, axis=3)
-    return p.reshape(g.n * g.ho * g.wo, g.kh * g.kw, g.c)
-
-
-def _mm(a, b, contract, batch=((), ()), precision=None, preferred=None):
-    return lax.dot_general(a, b, (contract, batch), precision=precision,
-                           preferred_element_type=preferred)
-
-
-def _fwd_matmul(x, w, g: Geometry, form: str, precision, preferred):
-    """Forward conv as im2col (one GEMM) or shift (one GEMM per tap). Returns NHWC."""
-    m = g.n * g.ho * g.wo
-    gr, cg, og = g.groups, g.c // g.groups, g.o // g.groups
-    taps = g.kh * g.kw
-    wk = w.reshape(taps, cg, gr, og)
-    if form == "im2col":
-        p = _patches(x, g).reshape(m, taps, gr, cg)
-        if gr == 1:
-            y = _mm(p.reshape(m, taps * cg), wk.reshape(taps * cg, og), ((1,), (0,)),
-                    precision=precision, preferred=preferred)
-        else:
-            # (G, M, Og): batch over groups, contract taps and group channels.
-            y = _mm(p, wk, ((1, 3), (0, 1)), ((2,), (2,)), precision, preferred)
-            y = jnp.transpose(y, (1, 0, 2)).reshape(m, g.o)
-    else:
-        # Depthwise (one input channel per group): each tap is a broadcast multiply, and
-        # XLA fuses all of them into one loop over the output.
-        acc = _acc_dtype(x.dtype, preferred) if depthwise(g) else None
-        y = None
-        for t, xt in enumerate(_taps(x, g)):
-            xt = xt.reshape(m, gr, cg)
-            if acc is not None:
-                yt = (xt.astype(acc) * wk[t, 0].astype(acc)).reshape(m, g.o)
-            elif gr == 1:
-                yt = _mm(xt.reshape(m, cg), wk[t, :, 0], ((1,), (0,)),
-                         precision=precision, preferred=preferred)
-            else:
-                yt = _mm(xt, wk[t], ((2,), (0,)), ((1,), (1,)), precision, preferred)
-                yt = jnp.transpose(yt, (1, 0, 2)).reshape(m, g.o)
-            y = yt if y is None else y + yt
-        y = y.astype(preferred or x.dtype)  # a no-op but for the depthwise accumulation
-    return y.reshape(g.n, g.ho, g.wo, g.o)
-
-
-def _acc_dtype(dtype, preferred):
-    """Accumulation type of the elementwise depthwise forms: at least float32."""
-    return jnp.promote_types(preferred or dtype, jnp.float32)
-
-
-def depthwise(g: Geometry) -> bool:
-    """A grouped conv with one input channel per group (depthwise, any channel multiplier)."""
-    return g.groups > 1 and g.c == g.groups
-
-
-def _depthwise_by_image(x, w, g: Geometry, preferred):
-    """A depthwise conv computed one image at a time by ``lax.scan``, each image by the
-    tap-wise broadcast multiplies of ``_fwd_matmul``, the body rematerialised.
-
-    Used for the kernel-gradient term: reverse mode transposes this scan into one that
-    accumulates ``dw[t, g, k] += sum_pixels x_t[g] ct[g, k]`` image by image, so that the
-    per-tap reductions re-read one image's input and output gradient from cache instead of
-    the whole batch from memory (ConvNeXt-T's 7x7 96-channel conv on 56x56 maps, batch 16,
-    AMD EPYC: 88-177 ms over runs, against 313-374 ms for the same reductions over the
-    whole batch); the rematerialisation keeps the images themselves as the only residuals,
-    not their KH*KW shifted views.
-    """
-    g1 = g._replace(n=1)
-
-    @functools.partial(jax.checkpoint, prevent_cse=False)
-    def body(xi):
-        return _fwd_matmul(xi[None], w, g1, "shift", None, preferred)[0]
-
-    return lax.map(body, x)
-
-
-# ----------------------------------------------------------------------------------------
-# Winograd minimal filtering, F(m x m, 3 x 3), for 3x3 stride-1 convolutions.
-# ----------------------------------------------------------------------------------------
-
-class _Winograd(NamedTuple):
-    """Transform matrices of F(m, 3) (Lavin & Gray, 2016, "Fast Algorithms for Convolutional
-    Neural Networks"): ``y = A^T [(G w) * (B^T d)]`` for a tile ``d`` of ``m + 2`` inputs."""
-
-    m: int
-    bt: tuple  # (m+2, m+2) input transform
-    g: tuple   # (m+2, 3) kernel transform
-    at: tuple  # (m, m+2) output transform
-
-
-_WINOGRAD = {
-    "winograd2": _Winograd(
-        2,
-        ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1)),
-        ((1, 0, 0), (.5, .5, .5), (.5, -.5, .5), (0, 0, 1)),
-        ((1, 1, 1, 0), (0, 1, -1, -1))),
-    "winograd4": _Winograd(
-        4,
-        ((4, 0, -5, 0, 1, 0), (0, -4, -4, 1, 1, 0), (0, 4, -4, -1, 1, 0),
-         (0, -2, -1, 2, 1, 0), (0, 2, -1, -2, 1, 0), (0, 4, 0, -5, 0, 1)),
-        ((1 / 4, 0, 0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6),
-         (1 / 24, 1 / 12, 1 / 6), (1 / 24, -1 / 12, 1 / 6), (0, 0, 1)),
-        ((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0), (0, 1, -1, 8, -8, 1))),
-}
-
-
-_WINOGRAD_DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64))
-
-
-def winograd_applies(g: Geometry) -> bool:
-    """F(m, 3) computes 3x3, stride-1, undilated, ungrouped convolutions whose padding on
-    each side is at most 2 (so that the input gradient is one too)."""
-    return (g.kh == g.kw == 3 and g.strides == (1, 1) and g.dilation == (1, 1)
-            and g.groups == 1 and all(0 <= p <= 2 for pair in g.pads for p in pair))
-
-
-def _combine(coefs, arrays):
-    """``sum_i coefs[i] * arrays[i]``, skipping zero coefficients and unit multiplies."""
-    out = None
-    for c, a in zip(coefs, arrays):
-        if c == 0:
-            continue
-        t = a if c == 1 else (-a if c == -1 else a * jnp.asarray(c, a.dtype))
-        out = t if out is None else out + t
-    return out
-
-
-def _tiles(g: Geometry, m: int) -> tuple[int, int]:
-    return -(-g.ho // m), -(-g.wo // m)
-
-
-def _wino_input(x, g: Geometry, t: _Winograd):
-    """``B^T d B`` for every (m+2)x(m+2) input tile (stride m): a list of (m+2)^2 arrays
-    (tiles, C), kept separate because XLA:CPU emits a stacked version much more slowly."""
-    m, a = t.m, t.m + 2
-    th, tw = _tiles(g, m)
-    (pt, _), (pl, _) = g.pads
-    x = jnp.pad(x, ((0, 0), (pt, th * m + 2 - g.h - pt), (pl, tw * m + 2 - g.w - pl), (0, 0)))
-    rows = [x[:, r:r + m * (th - 1) + 1:m] for r in range(a)]
-    out = []
-    for i in range(a):
-        ri = _combine(t.bt[i], rows)
-        cols = [ri[:, :, s:s + m * (tw - 1) + 1:m] for s in range(a)]
-        out += [_combine(t.bt[j], cols).reshape(g.n * th * tw, g.c) for j in range(a)]
-    return out
-
-
-def _wino_kernel(w, t: _Winograd):
-    """``G w G^T``: a list of (m+2)^2 kernels (C, O), as weighted sums of the 9 taps (a few
-    elementwise kernels rather than small dots and slices)."""
-    a = t.m + 2
-    taps = [[w[k, l] for l in range(3)] for k in range(3)]
-    rows = [[_combine([t.g[i][k] for k in range(3)], [taps[k][l] for k in range(3)])
-             for l in range(3)] for i in range(a)]
-    return [_combine(t.g[j], rows[i]) for i in range(a) for j in range(a)]
-
-
-def _wino_output(mats, g: Geometry, t: _Winograd):
-    """``A^T M A`` per tile, the m x m outputs interleaved back into (N, Ho, Wo, O)."""
-    m, a = t.m, t.m + 2
-    th, tw = _tiles(g, m)
-    o = mats[0].shape[-1]
-    mats = [v.reshape(g.n, th, tw, o) for v in mats]
-    rows = [[_combine(t.at[p], [mats[i * a + j] for i in range(a)]) for j in range(a)]
-            for p in range(m)]
-    y = jnp.stack([jnp.stack([_combine(t.at[q], rows[p]) for q in range(m)], axis=3)
-                   for p in range(m)], axis=2)  # (N, th, m, tw, m, O)
-    return y.reshape(g.n, th * m, tw * m, o)[:, :g.ho, :g.wo]
-
-
-def _wino_output_adjoint(ct, g: Geometry, t: _Winograd):
-    """Adjoint of :func:`_wino_output`: ``A ct A^T`` per m x m tile of the output gradient."""
-    m, a = t.m, t.m + 2
-    th, tw = _tiles(g, m)
-    ct = jnp.pad(ct, ((0, 0), (0, th * m - g.ho), (0, tw * m - g.wo), (0, 0)))
-    blocks = [[ct[:, p::m, q::m] for q in range(m)] for p in range(m)]
-    rows = [[_combine([t.at[q][j] for q in range(m)], blocks[p]) for j in range(a)]
-            for p in range(m)]
-    return [_combine([t.at[p][i] for p in range(m)], [rows[p][j] for p in range(m)])
-            .reshape(g.n * th * tw, g.o) for i in range(a) for j in range(a)]
-
-
-def _wino_fwd(x, w, g: Geometry, form: str, precision, preferred):
-    """Forward conv as (m+2)^2 GEMMs (tiles, C) @ (C, O) in the Winograd domain."""
-    t = _WINOGRAD[form]
-    mats = [_mm(v, u, ((1,), (0,)), precision=precision, preferred=preferred)
-            for v, u in zip(_wino_input(x, g, t), _wino_kernel(w, t))]
-    return _wino_output(mats, g, t)
-
-
-def _dgrad_geometry(g: Geometry) -> Geometry:
-    """The input gradient of a stride-1 3x3 conv is a 3x3 conv of the output gradient with
-    the flipped, in/out-swapped kernel and padding ``2 - p``."""
-    (pt, pb), (pl, pr) = g.pads
-    return g._replace(h=g.ho, w=g.wo, c=g.o, o=g.c, ho=g.h, wo=g.w,
-                      pads=((2 - pt, 2 - pb), (2 - pl, 2 - pr)))
-
-
-def _wino_dgrad(ct, w, g: Geometry, form: str, precision, preferred):
-    w_t = jnp.transpose(w[::-1, ::-1], (0, 1, 3, 2))
-    return _wino_fwd(ct, w_t, _dgrad_geometry(g), form, precision, preferred)
-
-
-def _wino_wgrad(ct, x, g: Geometry, form: str, precision, preferred):
-    """Kernel gradient ``G^T [sum_tiles (B^T d B) (A ct A^T)] G``: (m+2)^2 GEMMs contracting
-    over the tiles, (C, tiles) @ (tiles, O)."""
-    t = _WINOGRAD[form]
-    a = t.m + 2
-    du = [_mm(v, c, ((0,), (0,)), precision=precision, preferred=preferred)
-          for v, c in zip(_wino_input(x, g, t), _wino_output_adjoint(ct, g, t))]
-    # G^T dU G, as weighted sums like _wino_kernel's.
-    rows = [[_combine([t.g[i][k] for i in range(a)], [du[i * a + j] for i in range(a)])
-             for j in range(a)] for k in range(3)]
-    return jnp.stack([jnp.stack([_combine([t.g[j][l] for j in range(a)], rows[k])
-                                 for l in range(3)]) for k in range(3)])
 
 
 def _lax_nhwc(x, w, g: Geometry, precision, preferred):
@@ -705,9 +368,9 @@ def _apply(form: str, x, w, g: Geometry, precision, preferred):
         return _lax_nhwc(x, w, g, precision, preferred)
     if form == "onednn":
         return _onednn_conv(x, w, g)
-    if form in _WINOGRAD:
-        return _wino_fwd(x, w, g, form, precision, preferred)
-    return _fwd_matmul(x, w, g, form, precision, preferred)
+    if form in WINOGRAD:
+        return wino_fwd(x, w, g, form, precision, preferred)
+    return fwd_matmul(x, w, g, form, precision, preferred)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5))
@@ -736,18 +399,18 @@ def _conv_nhwc_jvp(g, plan, precision, preferred, primals, tangents):
     # the forward transforms, which XLA:CPU runs about twice as slowly.
     ct_aval = jax.ShapeDtypeStruct(y.shape, y.dtype)
     if not isinstance(dx, SymbolicZero):  # e.g. the input images: no input-gradient pass.
-        if plan.dgrad in _WINOGRAD:
+        if plan.dgrad in WINOGRAD:
             terms.append(jax.linear_transpose(
-                lambda c: _wino_dgrad(c, w, g, plan.dgrad, precision, preferred),
+                lambda c: wino_dgrad(c, w, g, plan.dgrad, precision, preferred),
                 ct_aval)(dx)[0])
         else:
             terms.append(_apply(plan.dgrad, dx, w, g, precision, preferred))
     if not isinstance(dw, SymbolicZero):
-        if plan.wgrad in _WINOGRAD:
+        if plan.wgrad in WINOGRAD:
             # Rematerialised: the transformed input tiles are rebuilt from the saved x.
             def dw_term(a, b):
                 return jax.linear_transpose(
-                    lambda c: _wino_wgrad(c, a, g, plan.wgrad, precision, preferred),
+                    lambda c: wino_wgrad(c, a, g, plan.wgrad, precision, preferred),
                     ct_aval)(b)[0]
             terms.append(jax.checkpoint(dw_term)(x, dw))
         elif plan.wgrad == "lax":
@@ -755,12 +418,12 @@ def _conv_nhwc_jvp(g, plan, precision, preferred, primals, tangents):
         elif plan.wgrad == "onednn":
             terms.append(_onednn_conv(x, dw, g))
         elif plan.wgrad == "shift" and depthwise(g):
-            terms.append(_depthwise_by_image(x, dw, g, preferred))
+            terms.append(depthwise_by_image(x, dw, g, preferred))
         else:
             # Rematerialised so that the patches of x are rebuilt in the backward pass from
             # the saved x instead of being stored (KH*KW times the activation).
             terms.append(jax.checkpoint(
-                lambda a, b: _fwd_matmul(a, b, g, plan.wgrad, precision, preferred))(x, dw))
+                lambda a, b: fwd_matmul(a, b, g, plan.wgrad, precision, preferred))(x, dw))
     if not terms:
         return y, jnp.zeros_like(y)
     t = terms[0] if len(terms) == 1 else terms[0] + terms[1]
@@ -851,10 +514,10 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
     onednn_ok = jnp.dtype(lhs.dtype) == f32 and pet in (None, f32)
     plan = chosen = (impl if isinstance(impl, Plan)
                      else conv_plan(geom, impl, _platform(lhs), _IN_LOOP.get(), onednn_ok))
-    if not (winograd_applies(geom) and jnp.dtype(lhs.dtype) in _WINOGRAD_DTYPES
+    if not (winograd_applies(geom) and jnp.dtype(lhs.dtype) in WINOGRAD_DTYPES
             and pet in (None, jnp.dtype(lhs.dtype))):
         # Winograd's transforms lose too much in low precision; elsewhere it does not apply.
-        plan = Plan(*("lax" if f in _WINOGRAD else f for f in plan))
+        plan = Plan(*("lax" if f in WINOGRAD else f for f in plan))
     if not (onednn_ok and onednn_applies(geom)):
         # The oneDNN primitives are float32 and ungrouped.
         plan = Plan(*("lax" if f == "onednn" else f for f in plan))
