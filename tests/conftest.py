@@ -28,7 +28,9 @@ if "PYTEST_XDIST_WORKER" not in os.environ and "JAX_COMPILATION_CACHE_DIR" not i
     _cache_dir = tempfile.mkdtemp(prefix="jaxvision-test-xla-cache-")
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache_dir
     atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+# Every program, however quick to compile: a training driver process also compiles a dozen
+# small ones (schedules, metrics, checks) that the last process compiled already.
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 # The day that picks the large config test_configs steps in this run, fixed by the controller
 # so that both workers collect the same tests across midnight.
 if "PYTEST_XDIST_WORKER" not in os.environ:

@@ -28,7 +28,15 @@ def _x(shape, seed=0):
     return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
 
 
-def test_layer_scale_and_head_init_options():
+@pytest.fixture
+def lax_convolutions(monkeypatch):
+    """Model options, not convolution kernels, are under test: XLA's own convolutions, which
+    compile several times faster than the CPU plan's depthwise forms (those are checked
+    against lax in test_conv.py and against timm below)."""
+    monkeypatch.setenv("JAXVISION_CONV_IMPL", "lax")
+
+
+def test_layer_scale_and_head_init_options(lax_convolutions):
     x = _x((2, 32, 32, 3))
     model = jaxvision.create_model("test_convnext", head_init_scale=0.001)
     v = jax.jit(model.init)(_key(), x)["params"]
@@ -45,7 +53,7 @@ def test_layer_scale_and_head_init_options():
     assert with_ls - without == sum(d * c for d, c in zip(model.depths, model.dims))
 
 
-def test_drop_path_features_and_bad_input():
+def test_drop_path_features_and_bad_input(lax_convolutions):
     x = _x((8, 32, 32, 3))
     model = jaxvision.create_model("test_convnext", drop_path_rate=0.5, ls_init_value=1.0)
     v = jax.jit(model.init)(_key(), x)
