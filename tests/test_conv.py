@@ -104,11 +104,12 @@ def test_float32_groups_dilations(plan, groups, cin, cout, stride, dilation, pad
     ((3, 3, 3, 7), "SAME"),               # a map smaller than one tile
 ])
 def test_winograd(form, x_shape, padding):
-    """Winograd F(2x2, 3x3) and F(4x4, 3x3) in all three passes, and each pass alone beside
-    lax's (ragged tiles and one-sided paddings, where the passes' paddings differ)."""
+    """Winograd F(2x2, 3x3) and F(4x4, 3x3) in all three passes (value, input and kernel
+    gradients each checked), and, for ragged tiles and one-sided paddings, each pass alone
+    beside lax's."""
     k_shape = (3, 3, x_shape[-1], 6)
     _check(x_shape, k_shape, (1, 1), padding, plan=Plan(form, form, form))
-    if x_shape[1] % 4 or padding == ((0, 2), (2, 0)):
+    if x_shape == (2, 13, 10, 5) or padding == ((0, 2), (2, 0)):
         for seed, plan in enumerate([Plan(form, "lax", "lax"), Plan("lax", form, "lax"),
                                      Plan("lax", "lax", form)], start=1):
             _check(x_shape, k_shape, (1, 1), padding, plan=plan, seed=seed)
