@@ -31,6 +31,7 @@ from jaxvision.models.googlenet import INCEPTION_TABLE, MODULE_NAMES
 from jaxvision.models.mcdnn import (Committee, committee_predict, identity, normalize_width,
                                     pad_to, width_normalizer)
 from jaxvision.utils import param_count, param_shapes
+from tests.quick_compile import jit_o0
 
 
 def _tree_size(tree):
@@ -39,7 +40,7 @@ def _tree_size(tree):
 
 def _init(model, shape, seed=0):
     x = jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
-    return jax.jit(lambda k, x: model.init(k, x, train=False))(jax.random.key(seed), x), x
+    return jit_o0(lambda k, x: model.init(k, x, train=False))(jax.random.key(seed), x), x
 
 
 def _numpy_init(model, shape, seed=0):
@@ -60,7 +61,7 @@ def _numpy_init(model, shape, seed=0):
 
 def _apply(model, **kw):
     """A jitted ``model.apply`` (eager Flax is slow on CPU)."""
-    return jax.jit(functools.partial(model.apply, **kw))
+    return jit_o0(functools.partial(model.apply, **kw))
 
 
 # ----------------------------------------------------------------------------------------
@@ -322,7 +323,7 @@ def test_pad_to_and_width_normalizer():
 
 def _columns(n=3, same=False):
     model = jaxvision.create_model("test_mcdnn")
-    init = jax.jit(lambda k: model.init(k, jnp.zeros((1, 29, 29, 1)), train=False))
+    init = jit_o0(lambda k: model.init(k, jnp.zeros((1, 29, 29, 1)), train=False))
     stretch = lambda im: im * 1.5  # noqa: E731  (a second preprocessing)
     cols = []
     for i in range(n):
@@ -374,7 +375,7 @@ def test_dropout_mlp_dropout_only_in_training():
     v, x = _init(model, (2, 28, 28, 1))
     e1, e2 = _apply(model)(v, x), model.apply(v, x)
     np.testing.assert_allclose(e1, e2, rtol=1e-5)
-    train = jax.jit(lambda v, x, k: model.apply(v, x, train=True, rngs={"dropout": k}))
+    train = jit_o0(lambda v, x, k: model.apply(v, x, train=True, rngs={"dropout": k}))
     t1, t2 = train(v, x, jax.random.key(1)), train(v, x, jax.random.key(2))
     assert np.max(np.abs(np.asarray(t1) - np.asarray(t2))) > 1e-6
 
@@ -484,7 +485,7 @@ def test_googlenet_aux_losses_are_sown_and_trainable():
         main = optax.softmax_cross_entropy(logits, targets).mean()
         return main + aux, (logits, state)
 
-    (loss, (logits, state)), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(params)
+    (loss, (logits, state)), grads = jit_o0(jax.value_and_grad(loss_fn, has_aux=True))(params)
     assert logits.shape == (4, cfg["num_classes"]) and np.isfinite(float(loss))
     losses = state["losses"]
     assert set(losses) == {"aux1_loss", "aux2_loss"}

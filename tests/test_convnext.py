@@ -15,6 +15,7 @@ import pytest
 
 import jaxvision
 from jaxvision.utils import param_count
+from tests.quick_compile import jit_o0
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden", "convnext.json")
 
@@ -39,9 +40,9 @@ def lax_convolutions(monkeypatch):
 def test_layer_scale_and_head_init_options(lax_convolutions):
     x = _x((2, 32, 32, 3))
     model = jaxvision.create_model("test_convnext", head_init_scale=0.001)
-    v = jax.jit(model.init)(_key(), x)["params"]
+    v = jit_o0(model.init)(_key(), x)["params"]
     assert np.all(np.asarray(v["stages_2_blocks_3"]["gamma"]) == np.float32(1e-6))
-    ref = jax.jit(jaxvision.create_model("test_convnext").init)(_key(), x)["params"]
+    ref = jit_o0(jaxvision.create_model("test_convnext").init)(_key(), x)["params"]
     np.testing.assert_allclose(np.asarray(v["head_fc"]["kernel"]),
                                0.001 * np.asarray(ref["head_fc"]["kernel"]), rtol=1e-6)
     assert np.std(np.asarray(ref["head_fc"]["kernel"])) == pytest.approx(0.02, rel=0.1)
@@ -56,11 +57,11 @@ def test_layer_scale_and_head_init_options(lax_convolutions):
 def test_drop_path_features_and_bad_input(lax_convolutions):
     x = _x((8, 32, 32, 3))
     model = jaxvision.create_model("test_convnext", drop_path_rate=0.5, ls_init_value=1.0)
-    v = jax.jit(model.init)(_key(), x)
+    v = jit_o0(model.init)(_key(), x)
     plain = jaxvision.create_model("test_convnext", ls_init_value=1.0)
-    np.testing.assert_array_equal(np.asarray(jax.jit(model.apply)(v, x)),
-                                  np.asarray(jax.jit(plain.apply)(v, x)))
-    train = jax.jit(lambda v, x, k: model.apply(v, x, train=True, rngs={"dropout": k}))
+    np.testing.assert_array_equal(np.asarray(jit_o0(model.apply)(v, x)),
+                                  np.asarray(jit_o0(plain.apply)(v, x)))
+    train = jit_o0(lambda v, x, k: model.apply(v, x, train=True, rngs={"dropout": k}))
     a, b = train(v, x, _key(1)), train(v, x, _key(2))
     assert not np.allclose(np.asarray(a), np.asarray(b))
 

@@ -18,6 +18,7 @@ import jaxvision
 from jaxvision.layers.pooling import avg_pool
 from jaxvision.layers.std_conv import ScaledStdConv
 from jaxvision.utils import param_count
+from tests.quick_compile import jit_o0
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden", "nfnet.json")
 
@@ -80,7 +81,7 @@ def test_residual_branches_start_switched_off():
     for name, kwargs in [("test_nf_resnet", {"zero_init_last": True}),
                          ("test_nfnet", {"zero_init_last": True, "skipinit": True})]:
         model = jaxvision.create_model(name, **kwargs)
-        v = jax.jit(model.init)(_key(), x)
+        v = jit_o0(model.init)(_key(), x)
         block = v["params"]["stages_1_0"]
         if kwargs.get("skipinit"):
             assert float(block["skipinit_gain"]) == 0.0
@@ -91,21 +92,21 @@ def test_residual_branches_start_switched_off():
         # The block's branch cannot affect the output: perturb its first conv.
         p2 = jax.tree.map(lambda a: a, v["params"])
         p2["stages_1_0"]["conv1"]["kernel"] = p2["stages_1_0"]["conv1"]["kernel"] + 1.0
-        apply = jax.jit(model.apply)
+        apply = jit_o0(model.apply)
         np.testing.assert_array_equal(np.asarray(apply(v, x)), np.asarray(apply({"params": p2}, x)))
     # The tiny registered variants start switched on (so every parameter gets a gradient).
-    v = jax.jit(jaxvision.create_model("test_nfnet").init)(_key(), x)
+    v = jit_o0(jaxvision.create_model("test_nfnet").init)(_key(), x)
     assert np.all(np.asarray(v["params"]["stages_1_0"]["conv3"]["gain"]) == 1.0)
 
 
 def test_drop_path_only_in_training():
     x = _x((8, 32, 32, 3))
     model = jaxvision.create_model("test_nf_resnet", drop_path_rate=0.5)
-    v = jax.jit(model.init)(_key(), x)
-    eval_out = jax.jit(model.apply)(v, x)
-    plain = jax.jit(jaxvision.create_model("test_nf_resnet").apply)(v, x)
+    v = jit_o0(model.init)(_key(), x)
+    eval_out = jit_o0(model.apply)(v, x)
+    plain = jit_o0(jaxvision.create_model("test_nf_resnet").apply)(v, x)
     np.testing.assert_array_equal(np.asarray(eval_out), np.asarray(plain))
-    train = jax.jit(lambda v, x, k: model.apply(v, x, train=True, rngs={"dropout": k}))
+    train = jit_o0(lambda v, x, k: model.apply(v, x, train=True, rngs={"dropout": k}))
     a, b = train(v, x, _key(1)), train(v, x, _key(2))
     assert not np.allclose(np.asarray(a), np.asarray(b))
     assert np.all(np.isfinite(np.asarray(a)))

@@ -16,6 +16,7 @@ import jaxvision
 from jaxvision.layers.helpers import make_divisible
 from jaxvision.layers.split_attn import SplitAttn, radix_softmax
 from jaxvision.utils import param_count
+from tests.quick_compile import jit_o0
 
 with open(os.path.join(os.path.dirname(__file__), "golden", "resnest.json")) as _f:
     GOLDEN = json.load(_f)
@@ -85,11 +86,11 @@ def test_num_classes_zero_gives_features():
 def test_drop_path_changes_training_output_only():
     model = jaxvision.create_model("test_resnest", drop_path_rate=0.5)
     x = jax.random.normal(jax.random.key(0), (8, 32, 32, 3))
-    v = jax.jit(model.init)(jax.random.key(1), x)
-    ev = jax.jit(lambda v, x: model.apply(v, x))
+    v = jit_o0(model.init)(jax.random.key(1), x)
+    ev = jit_o0(lambda v, x: model.apply(v, x))
     np.testing.assert_array_equal(ev(v, x), ev(v, x))
-    tr_fn = jax.jit(lambda v, x, k: model.apply(v, x, train=True, rngs={"dropout": k},
-                                                mutable=["batch_stats"])[0])
+    tr_fn = jit_o0(lambda v, x, k: model.apply(v, x, train=True, rngs={"dropout": k},
+                                               mutable=["batch_stats"])[0])
     tr = [tr_fn(v, x, jax.random.key(k)) for k in (0, 1)]
     assert not np.allclose(tr[0], tr[1])
 
@@ -108,7 +109,7 @@ def _check(name, tmodel, hw=64, batch=2, **jax_kwargs):
     x = np.random.default_rng(0).standard_normal((batch, hw, hw, 3)).astype(np.float32)
     variables = from_torch(name, tmodel.state_dict(), input_size=(hw, hw, 3), **jax_kwargs)
     model = jaxvision.create_model(name, **jax_kwargs)
-    out = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, jnp.asarray(x))
+    out = jit_o0(lambda v, x: model.apply(v, x, train=False))(variables, jnp.asarray(x))
     assert_logits_close(out, torch_logits(tmodel, x))
 
 
