@@ -15,7 +15,9 @@ float32 gradients of GoogLeNet differ from its float64 ones by up to 8%, and Inc
 train-mode logits at batch 2 by 5%.  In float64 the measured errors are 1e-16 to 1e-9.
 ViT is the exception, held to 1e-6: ``jax.nn.dot_product_attention`` computes its softmax
 in float32 whatever the input type.  Each family is its smallest member,
-shrunk through constructor arguments that timm and jaxvision share, at 32-75 px.
+shrunk through constructor arguments that timm and jaxvision share, at 32-75 px; Inception-v4
+and Inception-ResNet-v2, which take no such arguments, keep one or two of each repeated block
+on both sides.
 """
 import pytest
 
@@ -101,6 +103,28 @@ def _classic(name, torch_factory, **jax_kwargs):
     return factory
 
 
+def _inception_v4_shrunk():
+    """timm's Inception-v4 with one Inception-A, -B and -C module (of 4, 7, 3): the repeats
+    are the same module again, so they add compile time, not arithmetic."""
+    import torch
+    t = _timm().create_model("inception_v4")
+    t.features = torch.nn.Sequential(*[t.features[i] for i in (0, 1, 2, 3, 4, 5, 6, 10, 11,
+                                                               18, 19)])
+    return t
+
+
+def _inception_resnet_v2_shrunk():
+    """timm's Inception-ResNet-v2 with two Block35, two Block17 and one Block8 before the
+    last (of 10, 20, 9): the residual scale and naming of a repeated block are still
+    covered."""
+    import torch
+    t = _timm().create_model("inception_resnet_v2")
+    t.repeat = torch.nn.Sequential(*list(t.repeat)[:2])
+    t.repeat_1 = torch.nn.Sequential(*list(t.repeat_1)[:2])
+    t.repeat_2 = torch.nn.Sequential(*list(t.repeat_2)[:1])
+    return t
+
+
 def _tv(attr, **kw):
     return lambda: getattr(__import__("torchvision").models, attr)(**kw)
 
@@ -115,11 +139,11 @@ CASES = {
                                  dropout_rate=0.0), 32, 2),
     "inception_v3": ("inception_v3", _classic("inception_v3", lambda: _timm().create_model(
         "inception_v3"), dropout_rate=0.0), 75, 4),
-    "inception_v4": ("inception_v4", _classic("inception_v4", lambda: _timm().create_model(
-        "inception_v4"), dropout_rate=0.0), 75, 4),
+    "inception_v4": ("inception_v4", _classic("inception_v4", _inception_v4_shrunk,
+                                              dropout_rate=0.0, repeats=(1, 1, 1)), 75, 4),
     "inception_resnet_v2": ("inception_resnet_v2", _classic(
-        "inception_resnet_v2", lambda: _timm().create_model("inception_resnet_v2"),
-        dropout_rate=0.0), 75, 4),
+        "inception_resnet_v2", _inception_resnet_v2_shrunk, dropout_rate=0.0,
+        repeats=(2, 2, 2)), 75, 4),
     "resnest": ("test_resnest", _resnest, 32, 2),
     "seresnext_d": ("seresnext50_32x4d", _seresnext_d, 64, 2),
     "resnetv2": ("resnetv2_50", _resnetv2, 64, 2),
