@@ -12,6 +12,7 @@ import pytest
 import jaxvision
 from jaxvision.models.highway import HighwayConv, HighwayDense
 from jaxvision.utils import param_count, param_shapes
+from tests.quick_compile import jit_o0
 
 
 def _apply_captured(layer, x, seed=0):
@@ -57,8 +58,8 @@ def test_deep_highway_mlp_at_init_stays_close_to_its_projection():
     model = jaxvision.create_model("highway_mlp_mnist", num_layers=50, gate_bias=-3.0,
                                    num_classes=0)
     x = jax.random.uniform(jax.random.key(3), (4, 28, 28, 1))
-    v = jax.jit(model.init)(jax.random.key(4), x)
-    out, inter = jax.jit(lambda v, x: model.apply(
+    v = jit_o0(model.init)(jax.random.key(4), x)
+    out, inter = jit_o0(lambda v, x: model.apply(
         v, x, capture_intermediates=lambda m, _: m.name == "proj"))(v, x)
     proj = jax.nn.relu(inter["intermediates"]["proj"]["__call__"][0])
     cos = jnp.sum(out * proj) / (jnp.linalg.norm(out) * jnp.linalg.norm(proj))
