@@ -678,14 +678,14 @@ def test_streamed_training_is_identical_with_and_without_device_prefetch(tmp_pat
 
     monkeypatch.setattr(train.loader_lib.StepLoader, "__call__", spy)
     fetched_by_first_log = []
-    real_flush = train._flush_train_logs
+    real_flush = train.TrainLog.flush
 
-    def flush_spy(*args):
+    def flush_spy(self, done):
         if not fetched_by_first_log:
             fetched_by_first_log.append(len(fetched))
-        return real_flush(*args)
+        return real_flush(self, done)
 
-    monkeypatch.setattr(train, "_flush_train_logs", flush_spy)
+    monkeypatch.setattr(train.TrainLog, "flush", flush_spy)
 
     def run(prefetch, workdir):
         cfg = folder_config(tmp_path / "data", image_size=(28, 28), channels=1,
