@@ -4,10 +4,10 @@ Such a program (a whole model's gradient, an equivalence check's forward) spends
 test in XLA's compiler, and a third to half of that in LLVM optimising loops that then run a
 single time.  Compiled at LLVM -O0 (``xla_backend_optimization_level=0``, for this program
 only) the same float32 computation compiles about 40% faster (the tiny-variant training
-steps: 349 s -> 217 s of the suite on two workers).  Not for float64 or bfloat16 programs:
-XLA:CPU emits their convolutions as its own loops (no library call), which -O0 makes several
-times slower to run; nor for what the tests run as users do (training drivers, entry points,
-``test_default_plan``), which keep XLA's defaults.
+steps: 349 s -> 198 s of the suite on two workers).  Not for float64 or bfloat16 programs,
+which ran slower at -O0 than they compiled faster (the float64 training-equivalence tests:
+447 s -> 511 s of worker time); nor for what the tests run as users do (training drivers,
+entry points, ``test_default_plan``), which keep XLA's defaults.
 """
 from __future__ import annotations
 
