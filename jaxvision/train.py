@@ -11,6 +11,8 @@ does the same and exits with 130 (jaxvision/preemption.py).  A rerun must be the
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -54,15 +56,152 @@ def log(msg: str):
 # train_and_evaluate
 # -------------------------------------------------------------------------------------------
 
-# ---- run safety: checks, the workdir lock and signals around the run (begin) ------------
 def train_and_evaluate(config, workdir: str) -> dict:
     """Train ``config.model`` on ``config.dataset``; returns the final eval metrics.
 
     Before anything is loaded or compiled, every setting is range-checked, the workdir is
-    locked for this process's life, and a rerun is checked to be the same run."""
+    locked for this process's life, and a rerun is checked to be the same run
+    (:func:`_guarded_run`)."""
     config_lib.validate_keys(config)
     config_lib.validate(config)
-    _profile_window(config.profile_steps)  # a bad window is refused before the workdir is made
+    profile = _profile_window(config.profile_steps)  # refused before the workdir is made
+    with _guarded_run(config, workdir) as preempt:
+        # ---- inputs: every setting checked against the data before anything is compiled ------
+        inp = _inputs(config)
+        data, num_classes = inp.data, inp.num_classes
+        model = create_model(config.model, num_classes=num_classes,
+                             dtype=jnp.dtype(config.dtype), **dict(config.model_kwargs))
+        augment_fn, mix_fn, loss_fn, max_norm_fn = _step_pieces(config)
+
+        # ---- mesh ----------------------------------------------------------------------------
+        mesh = sharding.make_mesh()
+        batch, eval_batch = config.batch_size, config.eval_batch_size or config.batch_size
+        sharding.check_global_batch(batch, mesh)
+        sharding.check_global_batch(eval_batch, mesh)
+        if config.bn_group_size and batch % config.bn_group_size:
+            raise ValueError(
+                f"bn_group_size={config.bn_group_size} must divide batch_size={batch}")
+        batch_sh, repl = sharding.batch_sharding(mesh), sharding.replicated(mesh)
+
+        # ---- data ----------------------------------------------------------------------------
+        order = pipeline.BatchOrder(len(data.train), batch, config.seed)
+        steps_per_epoch = order.steps_per_epoch
+        total_steps = optim.steps_from(config.num_train_steps, config.num_epochs,
+                                       steps_per_epoch)
+        get_batch, loader = _train_batches(config, data, order, total_steps, inp.train_tf,
+                                           batch_sh, repl)
+
+        # ---- model and optimizer -------------------------------------------------------------
+        init_state, image_shape = _state_initialiser(config, model, data, augment_fn,
+                                                     total_steps, steps_per_epoch)
+        abstract = jax.eval_shape(init_state)
+        tx, lr_fn = optim.make_optimizer(config, abstract.params, total_steps, steps_per_epoch,
+                                         batch)
+        state_sh = jax.tree.map(lambda _: repl, abstract)
+        abstract_sh = jax.tree.map(
+            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_sh)
+        predict = _predict_fn(config, model, inp, data, abstract, image_shape)
+
+        # ---- update and evaluation steps -----------------------------------------------------
+        train_step = jax.jit(
+            make_train_step(model, tx, config, num_classes, inp.mean, inp.std, augment_fn,
+                            mix_fn, loss_fn, max_norm_fn),
+            in_shardings=(state_sh, batch_sh, batch_sh), out_shardings=(state_sh, repl),
+            donate_argnums=0)
+        eval_step = jax.jit(evaluation.make_eval_step(predict, num_classes, loss_fn),
+                            in_shardings=(repl, batch_sh, batch_sh, batch_sh),
+                            out_shardings=repl)
+
+        def run_eval(state) -> dict:
+            variables = {"params": state.params, "batch_stats": state.batch_stats}
+            if config.ema_decay and config.eval_with_ema:
+                variables["params"] = state.ema_params
+            return evaluation.evaluate_split(eval_step, variables, data.eval, eval_batch, mesh,
+                                             inp.eval_tf, config.dataset.workers)
+
+        # ---- restore or initialise -----------------------------------------------------------
+        preempt.stop_before_training("while loading data")
+        fingerprint = run_identity.fingerprint(run_identity.identity(config))
+        mngr = ckpt.manager(workdir, config.max_to_keep, config.async_checkpoint)
+        writer = MetricWriter(workdir)
+        state = _restore_or_initialise(config, workdir, model, mngr, writer, abstract,
+                                       abstract_sh, fingerprint, init_state, state_sh,
+                                       image_shape, data)
+        start_step = int(state.step)
+
+        def save(state, step, force=False):
+            if not bool(tree_all_finite((state.params, state.batch_stats))):
+                raise NonFiniteError(
+                    f"refusing to checkpoint a non-finite state at step {step}")
+            # The data position is the step: on resume the loader restarts at the restored
+            # step (StepLoader(step)), whose batches and crops are a function of (seed, step)
+            # alone.
+            ckpt.save(mngr, step, state, {
+                "step": step, "data_position": order.position(step), "model": config.model,
+                "num_classes": num_classes, "run_fingerprint": fingerprint}, force=force)
+
+        # ---- loop ----------------------------------------------------------------------------
+        # In-memory batches are gathered on the devices: there is no copy to overlap, and
+        # dispatching gathers early only puts more programs in flight beside the step's.
+        batches = _Prefetch(get_batch,
+                            0 if data.train.in_memory else config.dataset.prefetch, total_steps)
+        eval_every = config.eval_every_steps or steps_per_epoch
+        ckpt_every = config.checkpoint_every_steps or steps_per_epoch
+        n_params = sum(x.size for x in jax.tree.leaves(abstract.params))
+        log(f"Training {config.model} ({n_params:,} params) on {len(data.train):,} examples, "
+            f"eval on {len(data.eval):,}; "
+            f"{total_steps} steps of {batch} ({steps_per_epoch} per epoch) on "
+            f"{mesh.devices.size} device(s) / {jax.process_count()} process(es)")
+        train_log = TrainLog(writer, lr_fn, batch, total_steps)
+        profiler = _Profiler(profile, start_step, total_steps,
+                             os.path.join(workdir, "profile"))
+        final_eval = {}
+        try:
+            for step in range(start_step, total_steps):
+                profiler.before(step, state)
+                if preempt.is_set() or _preemption_notice(step):
+                    train_log.flush(step)  # the rows of the steps done since the last flush
+                    _checkpoint_and_stop(mngr, save, state, step, preempt)
+                images, labels = batches(step)
+                state, metrics = train_step(state, images, labels)
+                done = step + 1
+                train_log.add(done, metrics)
+                profiler.after(done, (state, metrics))
+                if done % config.log_every_steps == 0 or done == total_steps:
+                    train_log.flush(done)
+                    _check_nonfinite(state, done, config, mngr)
+                if done % ckpt_every == 0 or done == total_steps:
+                    train_log.flush(done)
+                    _check_nonfinite(state, done, config, mngr)
+                    save(state, done)
+                if done % eval_every == 0 or done == total_steps:
+                    final_eval = run_eval(state)
+                    writer.write({"step": done, **final_eval})
+                    log(f"[eval] step {done}: loss {final_eval['eval_loss']:.4f}, accuracy "
+                        f"{final_eval['eval_accuracy']:.4%} on {final_eval['eval_count']} "
+                        "examples")
+            if not final_eval:
+                final_eval = run_eval(state)
+            ckpt.finish(mngr)  # a failed last save is this run's error
+        finally:
+            profiler.close()
+            try:
+                mngr.wait_until_finished()
+                mngr.close()
+            except Exception:  # noqa: BLE001 -- reported by ckpt.finish / ckpt.save
+                pass
+            writer.close()
+            if loader is not None:
+                loader.close()
+        return final_eval
+
+
+@contextlib.contextmanager
+def _guarded_run(config, workdir: str):
+    """Run safety around the training story: the kernels it will use are recorded, SIGTERM
+    and SIGINT are caught (the flag is yielded), the workdir is made and locked, a rerun is
+    checked to be the same run, and the block traces with ``config.kernels``.  On success
+    the run's summary is printed; the lock and the signal handlers are released either way."""
     _record_kernels(config)
     signals = SignalFlag().install()
     lock = None
@@ -75,15 +214,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
         signals.stop_before_training("while checking the workdir")
         start = time.time()
         with kernels.use(**kernels.from_config(config)):
-            result = _train(config, workdir, signals)
+            yield signals
         if jax.process_index() == 0:
             log(run_summary(workdir, time.time() - start))
-        return result
     finally:
         signals.restore()
         if lock is not None:
             lock.release()
-# ---- run safety (end) -------------------------------------------------------------------
 
 
 def _record_kernels(config):
@@ -102,134 +239,13 @@ def _record_kernels(config):
         config.kernels[key] = value
 
 
-def _train(config, workdir: str, preempt: SignalFlag) -> dict:
-    # ---- inputs: every setting checked against the data before anything is compiled -----
-    inp = _inputs(config)
-    data, num_classes = inp.data, inp.num_classes
-    model = create_model(config.model, num_classes=num_classes, dtype=jnp.dtype(config.dtype),
-                         **dict(config.model_kwargs))
-    augment_fn, mix_fn, loss_fn, max_norm_fn = _step_pieces(config)
-    profile = _profile_window(config.profile_steps)
-
-    # ---- mesh -----------------------------------------------------------------------------
-    mesh = sharding.make_mesh()
-    batch, eval_batch = config.batch_size, config.eval_batch_size or config.batch_size
-    sharding.check_global_batch(batch, mesh)
-    sharding.check_global_batch(eval_batch, mesh)
-    if config.bn_group_size and batch % config.bn_group_size:
-        raise ValueError(f"bn_group_size={config.bn_group_size} must divide batch_size={batch}")
-    batch_sh, repl = sharding.batch_sharding(mesh), sharding.replicated(mesh)
-
-    # ---- data -----------------------------------------------------------------------------
-    order = pipeline.BatchOrder(len(data.train), batch, config.seed)
-    steps_per_epoch = order.steps_per_epoch
-    total_steps = optim.steps_from(config.num_train_steps, config.num_epochs, steps_per_epoch)
-    get_batch, loader = _train_batches(config, data, order, total_steps, inp.train_tf,
-                                       batch_sh, repl)
-
-    # ---- model and optimizer ----------------------------------------------------------------
-    init_state, image_shape = _state_initialiser(config, model, data, augment_fn, total_steps,
-                                                 steps_per_epoch)
-    abstract = jax.eval_shape(init_state)
-    tx, lr_fn = optim.make_optimizer(config, abstract.params, total_steps, steps_per_epoch, batch)
-    state_sh = jax.tree.map(lambda _: repl, abstract)
-    abstract_sh = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                               abstract, state_sh)
-    predict = _predict_fn(config, model, inp, data, abstract, image_shape)
-
-    # ---- update and evaluation steps ----------------------------------------------------------
-    train_step = jax.jit(
-        make_train_step(model, tx, config, num_classes, inp.mean, inp.std, augment_fn, mix_fn,
-                        loss_fn, max_norm_fn),
-        in_shardings=(state_sh, batch_sh, batch_sh), out_shardings=(state_sh, repl),
-        donate_argnums=0)
-    eval_step = jax.jit(evaluation.make_eval_step(predict, num_classes, loss_fn),
-                        in_shardings=(repl, batch_sh, batch_sh, batch_sh), out_shardings=repl)
-
-    def run_eval(state) -> dict:
-        variables = {"params": state.params, "batch_stats": state.batch_stats}
-        if config.ema_decay and config.eval_with_ema:
-            variables["params"] = state.ema_params
-        return evaluation.evaluate_split(eval_step, variables, data.eval, eval_batch, mesh,
-                                         inp.eval_tf, config.dataset.workers)
-
-    # ---- restore or initialise --------------------------------------------------------------
-    preempt.stop_before_training("while loading data")
-    fingerprint = run_identity.fingerprint(run_identity.identity(config))
-    mngr = ckpt.manager(workdir, config.max_to_keep, config.async_checkpoint)
-    writer = MetricWriter(workdir)
-    state = _restore_or_initialise(config, workdir, model, mngr, writer, abstract, abstract_sh,
-                                   fingerprint, init_state, state_sh, image_shape, data)
-    start_step = int(state.step)
-
-    def save(state, step, force=False):
-        if not bool(tree_all_finite((state.params, state.batch_stats))):
-            raise NonFiniteError(f"refusing to checkpoint a non-finite state at step {step}")
-        # The data position is the step: on resume the loader restarts at the restored step
-        # (StepLoader(step)), whose batches and crops are a function of (seed, step) alone.
-        ckpt.save(mngr, step, state, {
-            "step": step, "data_position": order.position(step), "model": config.model,
-            "num_classes": num_classes, "run_fingerprint": fingerprint}, force=force)
-
-    # ---- loop -------------------------------------------------------------------------------
-    # In-memory batches are gathered on the devices: there is no copy to overlap, and
-    # dispatching gathers early only puts more programs in flight beside the step's.
-    batches = _Prefetch(get_batch, 0 if data.train.in_memory else config.dataset.prefetch,
-                        total_steps)
-    eval_every = config.eval_every_steps or steps_per_epoch
-    ckpt_every = config.checkpoint_every_steps or steps_per_epoch
-    log(f"Training {config.model} ({sum(x.size for x in jax.tree.leaves(abstract.params)):,} "
-        f"params) on {len(data.train):,} examples, eval on {len(data.eval):,}; "
-        f"{total_steps} steps of {batch} ({steps_per_epoch} per epoch) on "
-        f"{mesh.devices.size} device(s) / {jax.process_count()} process(es)")
-    train_log = TrainLog(writer, lr_fn, batch, total_steps)
-    profiler = _Profiler(profile, start_step, total_steps, os.path.join(workdir, "profile"))
-    final_eval = {}
-    try:
-        for step in range(start_step, total_steps):
-            profiler.before(step, state)
-            if preempt.is_set() or _preemption_notice(step):
-                train_log.flush(step)  # the rows of the steps done since the last flush
-                _checkpoint_and_stop(mngr, save, state, step, preempt)
-            images, labels = batches(step)
-            state, metrics = train_step(state, images, labels)
-            done = step + 1
-            train_log.add(done, metrics)
-            profiler.after(done, (state, metrics))
-            if done % config.log_every_steps == 0 or done == total_steps:
-                train_log.flush(done)
-                _check_nonfinite(state, done, config, mngr)
-            if done % ckpt_every == 0 or done == total_steps:
-                train_log.flush(done)
-                _check_nonfinite(state, done, config, mngr)
-                save(state, done)
-            if done % eval_every == 0 or done == total_steps:
-                final_eval = run_eval(state)
-                writer.write({"step": done, **final_eval})
-                log(f"[eval] step {done}: loss {final_eval['eval_loss']:.4f}, accuracy "
-                    f"{final_eval['eval_accuracy']:.4%} on {final_eval['eval_count']} examples")
-        if not final_eval:
-            final_eval = run_eval(state)
-        ckpt.finish(mngr)  # a failed last save is this run's error
-    finally:
-        profiler.close()
-        try:
-            mngr.wait_until_finished()
-            mngr.close()
-        except Exception:  # noqa: BLE001 -- already reported by ckpt.finish / ckpt.save
-            pass
-        writer.close()
-        if loader is not None:
-            loader.close()
-    return final_eval
-
-
 # -------------------------------------------------------------------------------------------
 # Pieces of the run
 # -------------------------------------------------------------------------------------------
 
-@flax.struct.dataclass
+@dataclasses.dataclass(frozen=True)
 class _Inputs:
+    """What :func:`_inputs` returns."""
     data: Any
     num_classes: int
     input_size: tuple
