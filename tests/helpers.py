@@ -3,6 +3,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -83,15 +84,29 @@ TINY = {"model": "test_cnn", "dataset.source": "bundled", "dataset.train_size": 
 def run_processes(cmds, logs, timeout=300, **popen_kwargs) -> tuple[list[int], list[str]]:
     """Start every command at once (the processes of one multi-process job), each writing to
     its log file rather than a pipe (a full pipe would stall a collective), wait for all and
-    return their exit statuses and outputs; none is left running."""
+    return their exit statuses and outputs; none is left running.  A job still running after
+    ``timeout`` seconds is an AssertionError quoting each process's log, which ends with the
+    Python stack of every thread of the processes that were still running (faulthandler,
+    dumped on the SIGABRT sent to them before they are killed)."""
+    popen_kwargs["env"] = {**popen_kwargs.get("env", os.environ), "PYTHONFAULTHANDLER": "1"}
     procs = []
     for cmd, log in zip(cmds, logs):
         with open(log, "w") as out:
             procs.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
                                           **popen_kwargs))
+    hung = []
     try:
         for p in procs:
             p.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        hung = [i for i, p in enumerate(procs) if p.poll() is None]
+        for i in hung:
+            procs[i].send_signal(signal.SIGABRT)
+        for i in hung:
+            try:
+                procs[i].wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                pass
     finally:
         for p in procs:
             p.kill()
@@ -99,4 +114,8 @@ def run_processes(cmds, logs, timeout=300, **popen_kwargs) -> tuple[list[int], l
     for log in logs:
         with open(log) as f:
             outs.append(f.read())
+    if hung:
+        raise AssertionError(
+            f"processes {hung} of {len(procs)} still running after {timeout} s:\n" + "\n".join(
+                f"---- process {i} ----\n{out[-6000:]}" for i, out in enumerate(outs)))
     return [p.returncode for p in procs], outs
