@@ -95,10 +95,14 @@ def iterate_split(split, batch: int, mesh, transform=None, workers: int = 0):
 
 def evaluate_split(eval_step, variables, split, batch: int, mesh, transform=None,
                    workers: int = 0) -> dict:
+    outs = [eval_step(variables, images, labels, weights)
+            for images, labels, weights in iterate_split(split, batch, mesh, transform, workers)]
+    # Summed on the host, in order and in float32 as the device summed them before: an eager
+    # add between two steps is one more device program beside the steps' collectives, and a
+    # two-process evaluation hung with each process dispatching a different one of the two.
     totals = None
-    for images, labels, weights in iterate_split(split, batch, mesh, transform, workers):
-        out = eval_step(variables, images, labels, weights)
-        totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
+    for out in jax.device_get(outs):
+        totals = out if totals is None else {k: totals[k] + out[k] for k in totals}
     n = float(totals["count"])
     return {"eval_loss": float(totals["loss_sum"]) / n,
             "eval_accuracy": float(totals["correct"]) / n, "eval_count": int(n)}
