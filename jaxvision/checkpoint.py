@@ -110,8 +110,29 @@ class _DropMessage(logging.Filter):
         return not str(record.msg).startswith(self.prefix)
 
 
+def _barriers_without_device_programs():
+    """Multi-process runs: orbax's barriers through the JAX distributed client.
+
+    By default orbax (0.12) implements a barrier as ``sync_global_devices``, a psum over every
+    device, and its async commit thread runs one after each save while the main thread goes
+    on to the next steps' collectives: two collective programs in flight at once on the same
+    devices, started in either order on each process.  That is the pattern that hung a
+    two-process evaluation (jaxvision.evaluate.evaluate_split); orbax's own flag selects the
+    client's barrier instead (no device program, and a timeout).  It is an absl flag, set
+    here whether or not a command line has been parsed (a library caller may never parse
+    one)."""
+    if jax.process_count() == 1:
+        return
+    from absl import flags
+    name = "experimental_orbax_use_distributed_barrier"
+    if name in flags.FLAGS:
+        flags.FLAGS[name].value = True
+        flags.FLAGS[name].present = 1  # readable before flags are parsed
+
+
 def manager(workdir: str, max_to_keep: int = 3, async_save: bool = True) -> ocp.CheckpointManager:
     _plain_array_writes_on_cpu()
+    _barriers_without_device_programs()
     directory = checkpoint_dir(workdir)
     _remove_partial(directory)
     options = ocp.CheckpointManagerOptions(
