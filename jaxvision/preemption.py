@@ -101,3 +101,14 @@ def exit_on_signals():
     if threading.current_thread() is threading.main_thread():
         for s in EXIT_CODES:
             signal.signal(s, handle)
+
+
+def ignore_after_completion():
+    """After a completed run (its last checkpoint and evaluation written): SIGTERM / SIGINT
+    during the process's shut-down have nothing left to stop, and the exit status stays 0.
+    Without this, a signal in the moment between the training loop's handlers being restored
+    and the interpreter's exit ends a finished run with the signal's status (a library
+    caller) or with the start-up message "stopped before training" (the command line)."""
+    if threading.current_thread() is threading.main_thread():
+        for s in EXIT_CODES:
+            signal.signal(s, signal.SIG_IGN)

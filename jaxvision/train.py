@@ -523,7 +523,7 @@ USER_ERRORS = (ckpt.CheckpointError, run_identity.RunMismatch, WorkdirBusy, Valu
 
 
 def cli(argv=None):
-    from jaxvision.preemption import exit_on_signals
+    from jaxvision.preemption import exit_on_signals, ignore_after_completion
     exit_on_signals()  # SIGTERM / SIGINT while starting: the documented status, a message
     if argv is None:  # a command line, not a call from a program
         from jaxvision.allocator import reexec_with_allocator
@@ -568,6 +568,7 @@ def cli(argv=None):
             # background threads at interpreter shutdown)
             print(f"Error: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
             exit_now(1)
+        ignore_after_completion()  # the run is complete: a signal now has nothing to stop
         log(json.dumps(result))
 
     from jaxvision.experiment_configs import resolve_command_line  # --config NAME

@@ -271,6 +271,24 @@ def _write_idx(folder, images, labels, code=0x08, label_code=0x08):
         f.write(np.asarray(labels, dt[label_code]).tobytes())
 
 
+def test_signals_after_a_completed_run_leave_status_0():
+    """Once a run is complete (the command line and the test driver call
+    ``ignore_after_completion`` when train_and_evaluate returns), SIGINT and SIGTERM during
+    shut-down neither kill the process nor print the start-up message."""
+    code = ("import os, signal\n"
+            "from jaxvision.preemption import ignore_after_completion\n"
+            "{}\n"
+            "os.kill(os.getpid(), signal.SIGINT)\n"
+            "os.kill(os.getpid(), signal.SIGTERM)\n"
+            "print('done', flush=True)\n")
+    proc = subprocess.run([sys.executable, "-c", code.format("ignore_after_completion()")],
+                          capture_output=True, text=True, timeout=120)
+    assert (proc.returncode, proc.stdout.strip(), proc.stderr) == (0, "done", ""), proc
+    # without it, the first signal ends the process by its default action
+    proc = subprocess.run([sys.executable, "-c", code.format("pass")], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode != 0 and "done" not in proc.stdout
+
 def test_idx_data_is_never_cast_silently(tmp_path):
     rng = np.random.default_rng(0)
     labels = np.arange(40) % 10

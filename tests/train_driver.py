@@ -69,6 +69,9 @@ def main():
         result = train.train_and_evaluate(config, args.workdir)
     except train.Preempted as e:
         sys.exit(e.code)  # 75 after SIGTERM, 130 after SIGINT
+    # as the command line does: a signal after the run is complete leaves the status 0
+    from jaxvision.preemption import ignore_after_completion
+    ignore_after_completion()
     print("RESULT " + json.dumps(result), flush=True)
 
 
