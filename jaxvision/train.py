@@ -128,17 +128,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                                        abstract_sh, fingerprint, init_state, state_sh,
                                        image_shape, data)
         start_step = int(state.step)
-
-        def save(state, step, force=False):
-            if not bool(tree_all_finite((state.params, state.batch_stats))):
-                raise NonFiniteError(
-                    f"refusing to checkpoint a non-finite state at step {step}")
-            # The data position is the step: on resume the loader restarts at the restored
-            # step (StepLoader(step)), whose batches and crops are a function of (seed, step)
-            # alone.
-            ckpt.save(mngr, step, state, {
-                "step": step, "data_position": order.position(step), "model": config.model,
-                "num_classes": num_classes, "run_fingerprint": fingerprint}, force=force)
+        save = _saver(config, mngr, order, num_classes, fingerprint)
 
         # ---- loop ----------------------------------------------------------------------------
         # In-memory batches are gathered on the devices: there is no copy to overlap, and
@@ -149,14 +139,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
         ckpt_every = config.checkpoint_every_steps or steps_per_epoch
         n_params = sum(x.size for x in jax.tree.leaves(abstract.params))
         log(f"Training {config.model} ({n_params:,} params) on {len(data.train):,} examples, "
-            f"eval on {len(data.eval):,}; "
-            f"{total_steps} steps of {batch} ({steps_per_epoch} per epoch) on "
+            f"eval on {len(data.eval):,}; {total_steps} steps of {batch} ({steps_per_epoch} per "
+            f"epoch) on "
             f"{mesh.devices.size} device(s) / {jax.process_count()} process(es)")
         train_log = TrainLog(writer, lr_fn, batch, total_steps)
         profiler = _Profiler(profile, start_step, total_steps,
                              os.path.join(workdir, "profile"))
         final_eval = {}
-        try:
+        with _closing(profiler, mngr, writer, loader):
             for step in range(start_step, total_steps):
                 profiler.before(step, state)
                 if preempt.is_set() or _preemption_notice(step):
@@ -183,16 +173,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
             if not final_eval:
                 final_eval = run_eval(state)
             ckpt.finish(mngr)  # a failed last save is this run's error
-        finally:
-            profiler.close()
-            try:
-                mngr.wait_until_finished()
-                mngr.close()
-            except Exception:  # noqa: BLE001 -- reported by ckpt.finish / ckpt.save
-                pass
-            writer.close()
-            if loader is not None:
-                loader.close()
         return final_eval
 
 
@@ -396,6 +376,38 @@ class _Prefetch:
             if s not in self.in_flight:
                 self.in_flight[s] = self.get_batch(s)
         return self.in_flight.pop(step)
+
+
+def _saver(config, mngr, order, num_classes, fingerprint):
+    """``save(state, step, force=False)``: a checkpoint of a finite state, with the metadata a
+    resume checks."""
+    def save(state, step, force=False):
+        if not bool(tree_all_finite((state.params, state.batch_stats))):
+            raise NonFiniteError(f"refusing to checkpoint a non-finite state at step {step}")
+        # The data position is the step: on resume the loader restarts at the restored step
+        # (StepLoader(step)), whose batches and crops are a function of (seed, step) alone.
+        ckpt.save(mngr, step, state, {
+            "step": step, "data_position": order.position(step), "model": config.model,
+            "num_classes": num_classes, "run_fingerprint": fingerprint}, force=force)
+    return save
+
+
+@contextlib.contextmanager
+def _closing(profiler, mngr, writer, loader):
+    """The loop's resources released however it ends (a failed save was already reported
+    by ``ckpt.finish`` or ``ckpt.save``)."""
+    try:
+        yield
+    finally:
+        profiler.close()
+        try:
+            mngr.wait_until_finished()
+            mngr.close()
+        except Exception:  # noqa: BLE001 -- already reported
+            pass
+        writer.close()
+        if loader is not None:
+            loader.close()
 
 
 def _checkpoint_and_stop(mngr, save, state, step, preempt):
