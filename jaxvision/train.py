@@ -140,8 +140,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         n_params = sum(x.size for x in jax.tree.leaves(abstract.params))
         log(f"Training {config.model} ({n_params:,} params) on {len(data.train):,} examples, "
             f"eval on {len(data.eval):,}; {total_steps} steps of {batch} ({steps_per_epoch} per "
-            f"epoch) on "
-            f"{mesh.devices.size} device(s) / {jax.process_count()} process(es)")
+            f"epoch) on {mesh.devices.size} device(s) / {jax.process_count()} process(es)")
         train_log = TrainLog(writer, lr_fn, batch, total_steps)
         profiler = _Profiler(profile, start_step, total_steps,
                              os.path.join(workdir, "profile"))
