@@ -160,7 +160,6 @@ def test_two_processes_match_one_process(tmp_path):
     np.testing.assert_allclose([b[s] for s in sorted(b)], [a[s] for s in sorted(a)], rtol=1e-5)
 
 
-
 def test_multi_process_checkpoints_use_the_clients_barrier(monkeypatch):
     """A multi-process run's orbax barriers go through the JAX distributed client, not a psum
     run beside the evaluation's collectives (jaxvision.checkpoint); a single process leaves
@@ -177,6 +176,7 @@ def test_multi_process_checkpoints_use_the_clients_barrier(monkeypatch):
     monkeypatch.setattr(jax, "process_count", lambda: 2)
     checkpoint._barriers_without_device_programs()
     assert multihost.EXPERIMENTAL_ORBAX_USE_DISTRIBUTED_BARRIER.value is True
+
 
 def test_bn_group_size_uses_per_group_statistics():
     """apply_train with groups equals running the model on each group separately."""
