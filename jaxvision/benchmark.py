@@ -55,7 +55,8 @@ __all__ = ["COLUMNS", "PEAK_TFLOPS", "device_name", "format_table", "jax_setup",
            "step_flops", "time_steps", "torch_available", "write_rows"]
 
 COLUMNS = [
-    "model", "batch", "height", "width", "dtype", "backend", "device", "conv_impl", "params",
+    "model", "batch", "height", "width", "dtype", "backend", "device", "conv_impl",
+    "conv_precision", "params",
     "train_compile_s", "train_step_ms", "train_img_s", "train_gflop_per_step",
     "train_tflop_s", "train_mfu", "train_xla_temp_mb",
     "infer_compile_s", "infer_step_ms", "infer_img_s", "infer_gflop_per_step",
@@ -66,7 +67,7 @@ COLUMNS = [
 ]
 _TABLE_COLUMNS = [
     ("model", "model"), ("batch", "batch"), ("height", "res"), ("dtype", "dtype"),
-    ("conv_impl", "conv"), ("train_step_ms", "train ms"), ("train_img_s", "train img/s"),
+    ("conv_impl", "conv"), ("conv_precision", "conv math"), ("train_step_ms", "train ms"), ("train_img_s", "train img/s"),
     ("train_compile_s", "compile s"), ("train_gflop_per_step", "train GFLOP"),
     ("train_tflop_s", "TFLOP/s"), ("train_mfu", "MFU"),
     ("infer_step_ms", "infer ms"), ("infer_img_s", "infer img/s"),
@@ -315,8 +316,8 @@ def _torch_setup(name: str, batch: int, height: int, width: int, dtype: str,
 def _run(models: Sequence[str], batch_sizes: Sequence[int], resolutions: Sequence[int | None],
         dtypes: Sequence[str], *, steps: int = 5, warmup: int = 2,
         modes: Sequence[str] = ("train", "infer"), compare: str | None = None,
-        conv_impl: str | None = None, profile: str | None = None,
-        log: Callable[[str], None] = print) -> list[dict]:
+        conv_impl: str | None = None, conv_precision: str | None = None,
+        profile: str | None = None, log: Callable[[str], None] = print) -> list[dict]:
     """Benchmark every combination; returns one row (dict over ``COLUMNS``) per combination.
 
     A resolution of ``None`` means the model's registered input size.  With ``profile`` a
@@ -329,6 +330,8 @@ def _run(models: Sequence[str], batch_sizes: Sequence[int], resolutions: Sequenc
     from jaxvision.registry import model_cfg
 
     impl = conv_impl_mod.requested_impl()  # run() set conv_impl for what is traced here
+    precision = kernels.conv_precision()
+    kernels.check_combination(impl, precision)
     bad_modes = set(modes) - {"train", "infer"}
     if bad_modes or not modes:
         raise ValueError(f"modes must be among 'train', 'infer', got {list(modes)}")
@@ -355,7 +358,7 @@ def _run(models: Sequence[str], batch_sizes: Sequence[int], resolutions: Sequenc
                 for dtype in dtypes:
                     row = dict.fromkeys(COLUMNS)
                     row.update(model=name, batch=batch, height=height, width=width,
-                               dtype=dtype, conv_impl=impl)
+                               dtype=dtype, conv_impl=impl, conv_precision=precision)
                     log(f"[jaxvision] {name} batch={batch} {height}x{width} {dtype}: "
                         "compiling")
                     jax_row, runners = jax_setup(name, batch, height, width, dtype, modes)
@@ -397,12 +400,14 @@ def _run(models: Sequence[str], batch_sizes: Sequence[int], resolutions: Sequenc
 
 @functools.wraps(_run)
 def run(*args, **kwargs) -> list[dict]:
-    # conv_impl applies to the models traced by this call only (jaxvision.kernels.use).
+    # conv_impl and conv_precision apply to the models traced by this call only
+    # (jaxvision.kernels.use).
     from jaxvision.layers.conv_impl import IMPLS
-    conv_impl = inspect.signature(_run).bind(*args, **kwargs).arguments.get("conv_impl")
+    given = inspect.signature(_run).bind(*args, **kwargs).arguments
+    conv_impl = given.get("conv_impl")
     if conv_impl is not None and conv_impl not in IMPLS:
         raise ValueError(f"conv_impl={conv_impl!r} is not one of {', '.join(IMPLS)}")
-    with kernels.use(conv=conv_impl or ""):
+    with kernels.use(conv=conv_impl or "", conv_precision=given.get("conv_precision") or ""):
         return _run(*args, **kwargs)
 
 
@@ -458,6 +463,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--conv-impl", choices=["auto", "onednn", "xla", "lax", "matmul"],
                    default=None,
                    help="convolution plan of the timed models (kernels.conv)")
+    p.add_argument("--conv-precision", choices=list(kernels.CONV_PRECISIONS), default=None,
+                   help="what oneDNN's convolution primitives multiply in "
+                        "(kernels.conv_precision; bfloat16 needs --conv-impl onednn)")
     p.add_argument("--xla-cpu-conv", choices=["auto", "onednn", "ynnpack"], default=None,
                    help="library XLA:CPU runs convolutions with (default: "
                         "JAXVISION_XLA_CPU_CONV, else auto: oneDNN on Intel and AMD CPUs)")
@@ -501,7 +509,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         rows = run(_csv_list(args.models), _csv_list(args.batch_sizes, int),
                    _csv_list(args.resolutions, int) or [None], _csv_list(args.dtypes),
                    steps=args.steps, warmup=args.warmup, modes=_csv_list(args.modes),
-                   compare=args.compare, conv_impl=args.conv_impl, profile=args.profile,
+                   compare=args.compare, conv_impl=args.conv_impl,
+                   conv_precision=args.conv_precision, profile=args.profile,
                    log=lambda s: print(s, file=sys.stderr, flush=True))
     if rows:
         print(f"device: {rows[0]['device']}")

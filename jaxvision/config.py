@@ -111,6 +111,8 @@ def default_config() -> ml_collections.ConfigDict:
 
     c.kernels = ml_collections.ConfigDict()  # see jaxvision/kernels.py; '' = environment/auto
     c.kernels.conv = ""                # auto | onednn | xla | lax | matmul (every layers.Conv)
+    c.kernels.conv_precision = ""      # auto (float32) | float32 | bfloat16 (oneDNN primitives
+    #   multiply in bfloat16, accumulate in float32, where the CPU can; needs conv=onednn)
     c.kernels.attention = ""           # auto | xla | cudnn (ViT-style attention)
     c.kernels.cpu_conv_library = ""    # auto | onednn | ynnpack (XLA:CPU's own convolutions;
     #   the command line applies it before JAX starts)
@@ -194,8 +196,11 @@ def validate(config) -> None:
          f"unknown eval_crops {config.eval_crops!r}; choose one of {', '.join(CROPS)}")
     if "kernels" in config:
         from jaxvision import kernels
-        for key in ("conv", "attention", "cpu_conv_library"):
-            config.kernels[key] = kernels.check(key, config.kernels[key])
+        for key in ("conv", "conv_precision", "attention", "cpu_conv_library"):
+            if key in config.kernels:
+                config.kernels[key] = kernels.check(key, config.kernels[key])
+        with kernels.use(**kernels.from_config(config)):
+            kernels.check_combination(kernels.conv(), kernels.conv_precision())
     ds = config.dataset
     whole("dataset.train_size (0: all)", ds.train_size, 0)
     need(_is_int(ds.workers) and ds.workers >= -1,

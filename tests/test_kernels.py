@@ -95,3 +95,29 @@ def test_shift_views_are_the_image_moved_by_one_pixel():
     np.testing.assert_array_equal(np.asarray(views(x, "shift")), v)
     with pytest.raises(ValueError, match="positive whole number of pixels"):
         shift_tta(x, 0)
+
+
+def test_conv_precision_is_configuration_refused_where_it_would_do_nothing(monkeypatch):
+    from jaxvision.config import default_config, validate
+    monkeypatch.delenv(kernels.CONV_ENV_VAR, raising=False)
+    monkeypatch.delenv(kernels.PRECISION_ENV_VAR, raising=False)
+    assert kernels.conv_precision() == "float32"
+    with kernels.use(conv_precision="BFloat16"):
+        assert kernels.conv_precision() == "bfloat16"
+    monkeypatch.setenv(kernels.PRECISION_ENV_VAR, "bfloat16")
+    assert kernels.conv_precision() == "bfloat16"  # the environment is the default
+    monkeypatch.delenv(kernels.PRECISION_ENV_VAR)
+    with pytest.raises(ValueError, match="kernels.conv_precision='fp8' is not one of"):
+        kernels.check("conv_precision", "fp8")
+    c = default_config()
+    c.kernels.conv_precision = "bfloat16"
+    with pytest.raises(ValueError, match="needs kernels.conv=onednn, not 'auto'"):
+        validate(c)
+    c.kernels.conv = "lax"
+    with pytest.raises(ValueError, match="needs kernels.conv=onednn, not 'lax'"):
+        validate(c)
+    c.kernels.conv = "onednn"
+    validate(c)
+    got = kernels.in_effect(c)
+    assert got["conv"] == "onednn" and got["conv_precision"] == "bfloat16"
+    assert kernels.in_effect(default_config())["conv_precision"] == "float32"

@@ -3,13 +3,14 @@ derivatives of every order against lax, vmap, the plan choice, and the unavailab
 import functools
 
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import lax
 
-from jaxvision import create_model
-from jaxvision.layers import conv_impl, onednn
+from jaxvision import create_model, kernels
+from jaxvision.layers import Conv, conv_impl, onednn, pad
 from jaxvision.layers.conv_impl import Plan
 
 needs_onednn = pytest.mark.skipif(not onednn.available(),
@@ -247,3 +248,62 @@ def test_primitives_refuse_other_dtypes_and_misfit_shapes():
         jax.eval_shape(lambda g: onednn.wgrad(x, g, (3, 3, 4, 6)), jnp.ones((2, 8, 8, 6)))
     assert jax.eval_shape(lambda g: onednn.wgrad(x, g, (3, 3, 4, 6)),
                           jnp.ones((2, 6, 6, 6))).shape == (3, 3, 4, 6)
+
+
+def _has_bfloat16_units() -> bool:
+    from jaxvision.backends.cpu.platform import cpuinfo_field
+    flags = set((cpuinfo_field("flags") or "").split())
+    return bool(flags & {"amx_bf16", "avx512_bf16"})
+
+
+@needs_onednn
+def test_bfloat16_math_rounds_like_bfloat16_and_is_cached_apart_from_float32():
+    """``precision='bfloat16'`` lets oneDNN multiply in bfloat16 (8-bit significand) with
+    float32 accumulation: every pass stays within that rounding of lax's float32 result; on a
+    CPU with bfloat16 units the forward pass and input gradient do round; and the float32
+    primitive of the same geometry, built after the bfloat16 one, is still exact (the
+    handlers cache a primitive per math mode)."""
+    x, w = _rand((4, 14, 14, 32), 0), _rand((3, 3, 32, 32), 1)
+    ct = _rand((4, 14, 14, 32), 2)
+    pads = ((1, 1), (1, 1))
+
+    def passes(f):
+        y, vjp = jax.vjp(f, x, w)
+        return (y, *vjp(ct))
+
+    ref = passes(lambda a, b: _lax(a, b, (1, 1), pads))
+    run = {p: jax.jit(lambda p=p: passes(
+        lambda a, b: onednn.conv(a, b, pads=pads, precision=p)))() for p in onednn.FPMATH}
+    for got, want in zip(run["bfloat16"], ref):
+        _close(got, want, tol=1e-2)
+    for got, want in zip(run["float32"], ref):
+        _close(got, want)
+    if _has_bfloat16_units():
+        for got, want in zip(run["bfloat16"][:2], ref[:2]):  # y and dx
+            scale = float(jnp.max(jnp.abs(want)))
+            assert float(jnp.max(jnp.abs(got - want))) > 1e-4 * scale
+    with pytest.raises(ValueError, match="precision 'bf16' is not one of float32, bfloat16"):
+        onednn.conv(x, w, precision="bf16")
+
+
+@needs_onednn
+def test_conv_precision_reaches_every_pass_of_a_traced_layer():
+    """``kernels.use(conv_precision=...)`` is read while a layer is traced: each oneDNN pass
+    of its forward and gradient carries it; the default is float32."""
+    for asked, want in (("", "float32"), ("bfloat16", "bfloat16")):
+        with kernels.use(conv="onednn", conv_precision=asked):
+            layer = Conv(8, (3, 3), padding=pad(1))
+            x = jnp.ones((2, 8, 8, 4))
+            params = layer.init(jax.random.PRNGKey(0), x)
+            jaxpr = jax.make_jaxpr(jax.grad(
+                lambda p, v: jnp.sum(layer.apply(p, v) ** 2), argnums=(0, 1)))(params, x)
+        seen = {}
+
+        def walk(j):
+            for eqn in j.eqns:
+                if eqn.primitive.name.startswith("jaxvision_onednn_conv"):
+                    seen[eqn.primitive.name] = eqn.params["precision"]
+                for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                    walk(sub)
+        walk(jaxpr.jaxpr)
+        assert seen == {f"jaxvision_onednn_conv_{p}": want for p in ("fwd", "dgrad", "wgrad")}

@@ -8,7 +8,9 @@
 //   jaxvision_onednn_conv_wgrad   (x, dy) -> dw    kernel gradient (backward weights)
 //
 // Attributes: strides (sh, sw), dilations (dh, dw; 1 = undilated), paddings (pt, pb, pl,
-// pr) and the feature group count.  Activations are handed to oneDNN in place (nhwc); the
+// pr), the feature group count and the math mode (fpmath: 0 computes in float32; 1 lets
+// oneDNN multiply in bfloat16 with float32 accumulation where the CPU has bfloat16 units,
+// its fpmath_mode::bf16; buffers stay float32 either way).  Activations are handed to oneDNN in place (nhwc); the
 // kernel is reordered to and from the blocked layout the primitive asks for, which is small
 // next to the activations.  Primitive descriptors and primitives are built once per
 // geometry and kept in a process-wide cache; the scratchpad is allocated per call.
@@ -36,7 +38,7 @@ enum Pass : int { kFwd = 0, kDgrad = 1, kWgrad = 2 };
 
 struct Geometry {
   int64_t n, h, w, c, o, kh, kw, ho, wo;
-  int64_t sh, sw, dh, dw, pt, pb, pl, pr, groups;
+  int64_t sh, sw, dh, dw, pt, pb, pl, pr, groups, fpmath;
 
   std::string key(Pass pass) const {
     std::string k(reinterpret_cast<const char*>(this), sizeof(*this));
@@ -90,6 +92,7 @@ std::unique_ptr<Entry> Build(const Geometry& g, Pass pass) {
   const memory::dims pad_r = {g.pb, g.pr};
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  if (g.fpmath == 1) attr.set_fpmath_mode(dnnl::fpmath_mode::bf16);
   const auto algo = dnnl::algorithm::convolution_direct;
   dnnl::convolution_forward::primitive_desc fwd(
       eng, dnnl::prop_kind::forward_training, algo, src, wei_any, dst, strides, dil, pad_l,
@@ -142,7 +145,7 @@ struct Buf {  // a 64-byte aligned scratch allocation
 
 ffi::Error Run(Pass pass, ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> out,
                int64_t sh, int64_t sw, int64_t dh, int64_t dw, int64_t pt, int64_t pb,
-               int64_t pl, int64_t pr, int64_t groups) {
+               int64_t pl, int64_t pr, int64_t groups, int64_t fpmath) {
   // a, b, out: (x, w, y) forward; (dy, w, dx) dgrad; (x, dy, dw) wgrad.
   auto xd = pass == kDgrad ? out->dimensions() : a.dimensions();
   auto wd = pass == kWgrad ? out->dimensions() : b.dimensions();
@@ -151,7 +154,10 @@ ffi::Error Run(Pass pass, ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::A
     return ffi::Error::InvalidArgument("onednn conv: expected 4-D NHWC / HWIO buffers");
   }
   Geometry g{xd[0], xd[1], xd[2], xd[3], wd[3], wd[0], wd[1], yd[1], yd[2],
-             sh, sw, dh, dw, pt, pb, pl, pr, groups};
+             sh, sw, dh, dw, pt, pb, pl, pr, groups, fpmath};
+  if (fpmath != 0 && fpmath != 1) {
+    return ffi::Error::InvalidArgument("onednn conv: fpmath must be 0 (float32) or 1 (bf16)");
+  }
   // One call at a time: each runs on all cores through oneDNN's OpenMP threads.  XLA runs
   // independent operations side by side (the two gradients of one convolution); letting two
   // calls share the cores measured no faster in the ResNet-18 train step.
@@ -201,8 +207,8 @@ ffi::Error Run(Pass pass, ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::A
 #define JAXVISION_PASS_IMPL(NAME, PASS)                                                    \
   ffi::Error NAME(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> out,       \
                   int64_t sh, int64_t sw, int64_t dh, int64_t dw, int64_t pt, int64_t pb,    \
-                  int64_t pl, int64_t pr, int64_t groups) {                                \
-    return Run(PASS, a, b, out, sh, sw, dh, dw, pt, pb, pl, pr, groups);                   \
+                  int64_t pl, int64_t pr, int64_t groups, int64_t fpmath) {                \
+    return Run(PASS, a, b, out, sh, sw, dh, dw, pt, pb, pl, pr, groups, fpmath);           \
   }
 
 JAXVISION_PASS_IMPL(FwdImpl, kFwd)
@@ -224,7 +230,8 @@ JAXVISION_PASS_IMPL(WgradImpl, kWgrad)
       .Attr<int64_t>("pb")                                                                 \
       .Attr<int64_t>("pl")                                                                 \
       .Attr<int64_t>("pr")                                                                 \
-      .Attr<int64_t>("groups")
+      .Attr<int64_t>("groups")                                                             \
+      .Attr<int64_t>("fpmath")
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxvisionOnednnConvFwd, FwdImpl, JAXVISION_BINDING);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxvisionOnednnConvDgrad, DgradImpl, JAXVISION_BINDING);

@@ -360,7 +360,8 @@ def _lax_nhwc(x, w, g: Geometry, precision, preferred):
 
 
 def _onednn_conv(x, w, g: Geometry):
-    return onednn.conv(x, w, g.strides, _onednn_pads(g), g.dilation, g.groups)
+    return onednn.conv(x, w, g.strides, _onednn_pads(g), g.dilation, g.groups,
+                       precision=kernels.conv_precision())
 
 
 def _apply(form: str, x, w, g: Geometry, precision, preferred):

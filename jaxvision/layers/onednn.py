@@ -11,6 +11,11 @@ primitives call them:
 * ``conv_fwd(x, w) = y``; ``conv_dgrad(dy, w) = dx``; ``conv_wgrad(x, dy) = dw``, float32,
   NHWC activations, HWIO kernel, any strides, paddings, dilations and feature groups.
 
+Each takes a ``precision``: ``"float32"`` computes in float32; ``"bfloat16"`` lets oneDNN
+multiply in bfloat16 with float32 accumulation (its ``fpmath_mode::bf16``) where the CPU has
+bfloat16 units (AMX or AVX512-BF16) and a kernel for the pass, the operands and results
+staying float32 -- the CPU's counterpart of TF32 on a GPU.  Elsewhere it computes float32.
+
 Each is bilinear, and each one's transposes are the other two (``conv_fwd``'s with respect
 to ``x`` is ``conv_dgrad``, with respect to ``w`` is ``conv_wgrad``, and so on), so reverse
 mode, forward mode and higher derivatives all stay inside the three.  ``vmap`` and other
@@ -50,6 +55,7 @@ except ImportError:  # older jax
     from jax.core import Primitive
 
 ENV_ROOT = "JAXVISION_ONEDNN_ROOT"
+FPMATH = {"float32": 0, "bfloat16": 1}  # precision -> the handlers' fpmath attribute
 ENV_CACHE = "JAXVISION_CACHE_DIR"
 _SOURCE = Path(__file__).resolve().parent.parent / "csrc" / "onednn_conv.cc"
 _TARGETS = {"fwd": "jaxvision_onednn_conv_fwd", "dgrad": "jaxvision_onednn_conv_dgrad",
@@ -143,8 +149,8 @@ def version() -> str | None:
 
 # ----------------------------------------------------------------------------------------
 # The three primitives.  Parameters (all static): strides, dilation, pads (NHWC spatial
-# order), groups, and the shape of the result's missing operand (``in_hw`` for the input
-# gradient, ``kernel`` for the kernel gradient).
+# order), groups, precision, and the shape of the result's missing operand (``in_shape`` for
+# the input gradient, ``kernel_shape`` for the kernel gradient).
 # ----------------------------------------------------------------------------------------
 
 def _lax_conv(x, w, strides, dilation, pads, groups):
@@ -153,17 +159,18 @@ def _lax_conv(x, w, strides, dilation, pads, groups):
         feature_group_count=groups)
 
 
-def _ref_fwd(x, w, *, strides, dilation, pads, groups):
+# The references compute float32 whatever the precision (it permits bfloat16, never asks it).
+def _ref_fwd(x, w, *, strides, dilation, pads, groups, precision):
     return _lax_conv(x, w, strides, dilation, pads, groups)
 
 
-def _ref_dgrad(dy, w, *, strides, dilation, pads, groups, in_shape):
+def _ref_dgrad(dy, w, *, strides, dilation, pads, groups, precision, in_shape):
     x = jax.ShapeDtypeStruct(in_shape, dy.dtype)
     return jax.linear_transpose(
         lambda v: _lax_conv(v, w, strides, dilation, pads, groups), x)(dy)[0]
 
 
-def _ref_wgrad(x, dy, *, strides, dilation, pads, groups, kernel_shape):
+def _ref_wgrad(x, dy, *, strides, dilation, pads, groups, precision, kernel_shape):
     w = jax.ShapeDtypeStruct(kernel_shape, x.dtype)
     return jax.linear_transpose(
         lambda v: _lax_conv(x, v, strides, dilation, pads, groups), w)(dy)[0]
@@ -177,7 +184,7 @@ _REFS = {conv_fwd_p: _ref_fwd, conv_dgrad_p: _ref_dgrad, conv_wgrad_p: _ref_wgra
 
 def _geom(params):
     """The convolution's own parameters, without the result shape of a gradient."""
-    return {k: params[k] for k in ("strides", "dilation", "pads", "groups")}
+    return {k: params[k] for k in ("strides", "dilation", "pads", "groups", "precision")}
 
 
 def _abstract_eval(prim, a, b, **params):
@@ -220,14 +227,14 @@ for _prim in (conv_fwd_p, conv_dgrad_p, conv_wgrad_p):
 def _ffi_rule(kind):
     rule = jax.ffi.ffi_lowering(_TARGETS[kind])
 
-    def lower(ctx, a, b, *, strides, dilation, pads, groups, **_shapes):
+    def lower(ctx, a, b, *, strides, dilation, pads, groups, precision, **_shapes):
         if _load() is None:  # registers the handlers on first use
             raise RuntimeError(f"oneDNN convolutions are unavailable: {unavailable_reason()}")
         (pt, pb), (pl, pr) = pads
         i64 = np.int64  # the handlers' attributes are 64-bit integers
         return rule(ctx, a, b, sh=i64(strides[0]), sw=i64(strides[1]), dh=i64(dilation[0]),
                     dw=i64(dilation[1]), pt=i64(pt), pb=i64(pb), pl=i64(pl), pr=i64(pr),
-                    groups=i64(groups))
+                    groups=i64(groups), fpmath=i64(FPMATH[precision]))
     return lower
 
 
@@ -266,28 +273,34 @@ ad.defbilinear(conv_dgrad_p, _dgrad_t_dy, _dgrad_t_w)
 ad.defbilinear(conv_wgrad_p, _wgrad_t_x, _wgrad_t_dy)
 
 
-def _params(strides, pads, dilation, groups):
+def _params(strides, pads, dilation, groups, precision):
     """The primitives' static parameters, as hashable tuples."""
+    if precision not in FPMATH:
+        raise ValueError(f"oneDNN convolution precision {precision!r} is not one of "
+                         f"{', '.join(FPMATH)}")
     return dict(strides=tuple(strides), dilation=tuple(dilation),
-                pads=tuple(tuple(p) for p in pads), groups=int(groups))
+                pads=tuple(tuple(p) for p in pads), groups=int(groups), precision=precision)
 
 
-def conv(x, w, strides=(1, 1), pads=((0, 0), (0, 0)), dilation=(1, 1), groups=1):
+def conv(x, w, strides=(1, 1), pads=((0, 0), (0, 0)), dilation=(1, 1), groups=1,
+         precision="float32"):
     """``lax.conv_general_dilated(x, w, strides, pads, rhs_dilation=dilation,
     dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=groups)`` by oneDNN.
 
-    Needs :func:`available`; differentiable to any order."""
-    return conv_fwd_p.bind(x, w, **_params(strides, pads, dilation, groups))
+    Needs :func:`available`; differentiable to any order; ``precision`` as in the module's
+    description (its gradients get the same)."""
+    return conv_fwd_p.bind(x, w, **_params(strides, pads, dilation, groups, precision))
 
 
-def dgrad(dy, w, in_shape, strides=(1, 1), pads=((0, 0), (0, 0)), dilation=(1, 1), groups=1):
+def dgrad(dy, w, in_shape, strides=(1, 1), pads=((0, 0), (0, 0)), dilation=(1, 1), groups=1,
+          precision="float32"):
     """The input gradient of :func:`conv` for an input of ``in_shape``."""
-    return conv_dgrad_p.bind(dy, w, **_params(strides, pads, dilation, groups),
+    return conv_dgrad_p.bind(dy, w, **_params(strides, pads, dilation, groups, precision),
                              in_shape=tuple(in_shape))
 
 
 def wgrad(x, dy, kernel_shape, strides=(1, 1), pads=((0, 0), (0, 0)), dilation=(1, 1),
-          groups=1):
+          groups=1, precision="float32"):
     """The kernel gradient of :func:`conv` for a kernel of ``kernel_shape``."""
-    return conv_wgrad_p.bind(x, dy, **_params(strides, pads, dilation, groups),
+    return conv_wgrad_p.bind(x, dy, **_params(strides, pads, dilation, groups, precision),
                              kernel_shape=tuple(kernel_shape))
