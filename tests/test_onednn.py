@@ -73,8 +73,27 @@ def test_primitives_match_lax_to_second_order(x_shape, k_shape, strides, pads, d
             jax.grad(lambda a: jnp.sum(f(a, b) * ct))(x) ** 2)))(w)
 
     _close(second(ours), second(ref), tol=1e-4)
-    # vmap falls back to lax's convolution, which computes the same thing.
-    _close(jax.vmap(ours, in_axes=(0, None))(x[None], w)[0], ref(x, w))
+    # vmap over the activations folds into the batch; over the kernel it is lax's, per element.
+    views = jnp.stack([x, 2 * x, -x])
+    _close(jax.vmap(ours, in_axes=(0, None))(views, w)[1], ref(2 * x, w))
+    _close(jax.vmap(ours, in_axes=(None, 0))(x, jnp.stack([w, -w]))[1], ref(x, -w))
+    per_view = jax.vmap(jax.grad(lambda a, b: jnp.sum(ours(a, b) ** 2 * ct)), in_axes=(0, None))
+    _close(jax.jit(per_view)(views, w)[2],
+           jax.vjp(lambda a: ref(a, w), -x)[1](2 * ref(-x, w) * ct)[0], tol=1e-4)
+
+
+@needs_onednn
+def test_vmap_over_views_stays_one_onednn_call():
+    """Test-time views (``jax.vmap`` of a model over a stack of batches) run oneDNN's
+    primitives on the views folded into the batch, not XLA's convolution."""
+    x, w = _rand((5, 2, 9, 9, 8), 0), _rand((3, 3, 8, 16), 1)
+    f = jax.vmap(lambda a: onednn.conv(a, w, pads=((1, 1), (1, 1))))
+    eqns = jax.make_jaxpr(f)(x).jaxpr.eqns
+    assert [e.primitive.name for e in eqns if "conv" in e.primitive.name] == [
+        "jaxvision_onednn_conv_fwd"]
+    assert next(e for e in eqns if "conv" in e.primitive.name).invars[0].aval.shape == (
+        10, 9, 9, 8)
+    _close(jax.jit(f)(x)[3], _lax(x[3], w, (1, 1), ((1, 1), (1, 1))))
 
 
 @needs_onednn

@@ -18,8 +18,10 @@ staying float32 -- the CPU's counterpart of TF32 on a GPU.  Elsewhere it compute
 
 Each is bilinear, and each one's transposes are the other two (``conv_fwd``'s with respect
 to ``x`` is ``conv_dgrad``, with respect to ``w`` is ``conv_wgrad``, and so on), so reverse
-mode, forward mode and higher derivatives all stay inside the three.  ``vmap`` and other
-platforms fall back to ``lax.conv_general_dilated``, whose semantics they share.
+mode, forward mode and higher derivatives all stay inside the three.  ``vmap`` over the
+activations folds the mapped axis into the batch (test-time views stay one call); other
+mappings and other platforms fall back to ``lax.conv_general_dilated``, whose semantics
+they share.
 
 The shim is compiled on first use with the system's C++ compiler (``$CXX``, else ``c++``)
 against oneDNN's headers and library and jaxlib's FFI headers, and cached (by a hash of its
@@ -45,6 +47,7 @@ import threading
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.interpreters import ad, batching, mlir
@@ -211,6 +214,22 @@ def _abstract_eval(prim, a, b, **params):
     return jax.core.ShapedArray(tuple(out), np.float32)
 
 
+def _batch(prim, args, dims, **params):
+    """vmap: a mapped activation over a shared kernel (test-time views, per-example
+    computations) folds the mapped axis into the batch and stays one oneDNN call; any other
+    mapping (a mapped kernel, the kernel gradient of mapped operands) computes lax's
+    convolution per element, which gives the same values."""
+    (a, b), (da, db) = args, dims
+    if prim is not conv_wgrad_p and da is not None and db is None:
+        a = jnp.moveaxis(a, da, 0)
+        m, n = a.shape[:2]
+        if prim is conv_dgrad_p:
+            params = dict(params, in_shape=(m * n, *params["in_shape"][1:]))
+        out = prim.bind(a.reshape(m * n, *a.shape[2:]), b, **params)
+        return out.reshape(m, n, *out.shape[1:]), 0
+    return jax.vmap(functools.partial(_REFS[prim], **params), in_axes=dims)(a, b), 0
+
+
 for _prim in (conv_fwd_p, conv_dgrad_p, conv_wgrad_p):
     # Eager calls run the primitive compiled on its own.
     _prim.def_impl(lambda a, b, _p=_prim, **params: jax.jit(
@@ -219,9 +238,7 @@ for _prim in (conv_fwd_p, conv_dgrad_p, conv_wgrad_p):
     # Elsewhere than on the CPU: XLA's own convolution, which computes the same thing.
     mlir.register_lowering(_prim, mlir.lower_fun(
         lambda a, b, _p=_prim, **params: _REFS[_p](a, b, **params), multiple_results=False))
-    batching.primitive_batchers[_prim] = (
-        lambda args, dims, _p=_prim, **params: (
-            jax.vmap(functools.partial(_REFS[_p], **params), in_axes=dims)(*args), 0))
+    batching.primitive_batchers[_prim] = functools.partial(_batch, _prim)
 
 
 def _ffi_rule(kind):
