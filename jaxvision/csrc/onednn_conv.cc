@@ -10,10 +10,15 @@
 // Attributes: strides (sh, sw), dilations (dh, dw; 1 = undilated), paddings (pt, pb, pl,
 // pr), the feature group count and the math mode (fpmath: 0 computes in float32; 1 lets
 // oneDNN multiply in bfloat16 with float32 accumulation where the CPU has bfloat16 units,
-// its fpmath_mode::bf16; buffers stay float32 either way).  Activations are handed to oneDNN in place (nhwc); the
-// kernel is reordered to and from the blocked layout the primitive asks for, which is small
-// next to the activations.  Primitive descriptors and primitives are built once per
-// geometry and kept in a process-wide cache; the scratchpad is allocated per call.
+// its fpmath_mode::bf16; buffers stay float32 either way).  oneDNN applies that mode to the
+// forward and backward-data passes; for the kernel gradient the handler itself rounds the
+// two operands to bfloat16 (one reorder each) and runs the bfloat16 primitive, which
+// accumulates and writes float32 -- where the CPU has no such primitive it stays float32.
+//
+// Activations are handed to oneDNN in place (nhwc); the kernel is reordered to and from the
+// blocked layout the primitive asks for, which is small next to the activations.  Primitive
+// descriptors and primitives are built once per geometry and math mode and kept in a
+// process-wide cache; the scratchpad is allocated per call.
 //
 // jaxvision/layers/onednn.py compiles this file on first use and registers the handlers.
 
@@ -50,6 +55,9 @@ struct Geometry {
 struct Entry {
   dnnl::primitive prim;
   memory::desc src, wei, dst;  // the primitive's (wei possibly blocked)
+  bool round_operands = false;  // wgrad in bfloat16: src and dst rounded before the call
+  memory::desc user_src, user_dst;  // float32 nhwc, where rounded
+  dnnl::reorder round_src, round_dst;
   memory::desc user_wei;       // HWIO (goihw-style with groups)
   memory::desc scratch;
   bool reorder_wei;
@@ -61,25 +69,77 @@ dnnl::engine& Engine() {
   return *eng;
 }
 
-memory::desc ActDesc(int64_t n, int64_t c, int64_t h, int64_t w) {
-  return memory::desc({n, c, h, w}, memory::data_type::f32, memory::format_tag::nhwc);
+memory::desc ActDesc(int64_t n, int64_t c, int64_t h, int64_t w,
+                     memory::data_type dt = memory::data_type::f32) {
+  return memory::desc({n, c, h, w}, dt, memory::format_tag::nhwc);
 }
 
-memory::desc KernelDesc(const Geometry& g, bool any) {
+memory::desc KernelDesc(const Geometry& g, bool any,
+                        memory::data_type dt = memory::data_type::f32) {
   if (g.groups == 1) {
-    return memory::desc({g.o, g.c, g.kh, g.kw}, memory::data_type::f32,
+    return memory::desc({g.o, g.c, g.kh, g.kw}, dt,
                         any ? memory::format_tag::any : memory::format_tag::hwio);
   }
   // HWIO with I = C / groups and O = groups * Og, as oneDNN's (G, Og, Ig, KH, KW) dims.
   const int64_t gr = g.groups, og = g.o / gr, ig = g.c / gr;
   memory::dims dims = {gr, og, ig, g.kh, g.kw};
-  if (any) return memory::desc(dims, memory::data_type::f32, memory::format_tag::any);
+  if (any) return memory::desc(dims, dt, memory::format_tag::any);
   // Element strides of HWIO: kh -> kw*Ig*O, kw -> Ig*O, i -> O, o = g*Og + oo -> 1.
   memory::dims strides = {og, 1, g.o, g.kw * ig * g.o, ig * g.o};
   return memory::desc(dims, memory::data_type::f32, strides);
 }
 
+// The kernel gradient with bfloat16 operands and a float32 result, or null where oneDNN
+// has no such primitive for this CPU and geometry.
+std::unique_ptr<Entry> BuildRoundedWgrad(const Geometry& g) {
+  auto& eng = Engine();
+  const auto bf16 = memory::data_type::bf16;
+  const memory::desc src = ActDesc(g.n, g.c, g.h, g.w, bf16);
+  const memory::desc dst = ActDesc(g.n, g.o, g.ho, g.wo, bf16);
+  const memory::dims strides = {g.sh, g.sw};
+  const memory::dims dil = {g.dh - 1, g.dw - 1};
+  const memory::dims pad_l = {g.pt, g.pl};
+  const memory::dims pad_r = {g.pb, g.pr};
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  const auto algo = dnnl::algorithm::convolution_direct;
+  try {
+    dnnl::convolution_forward::primitive_desc fwd(
+        eng, dnnl::prop_kind::forward_training, algo, src, KernelDesc(g, true, bf16), dst,
+        strides, dil, pad_l, pad_r, attr);
+    dnnl::convolution_backward_weights::primitive_desc bwd(
+        eng, algo, src, KernelDesc(g, true), dst, strides, dil, pad_l, pad_r, fwd, attr);
+    // Only a kernel with bfloat16 instructions is worth the rounding (others emulate).
+    const std::string impl = bwd.impl_info_str();
+    if (impl.find("amx") == std::string::npos && impl.find("bf16") == std::string::npos) {
+      return nullptr;
+    }
+    auto e = std::make_unique<Entry>();
+    e->prim = dnnl::convolution_backward_weights(bwd);
+    e->src = src;
+    e->dst = dst;
+    e->wei = bwd.diff_weights_desc();
+    e->user_wei = KernelDesc(g, false);
+    e->scratch = bwd.scratchpad_desc();
+    e->round_operands = true;
+    e->user_src = ActDesc(g.n, g.c, g.h, g.w);
+    e->user_dst = ActDesc(g.n, g.o, g.ho, g.wo);
+    e->round_src = dnnl::reorder(dnnl::reorder::primitive_desc(eng, e->user_src, eng, src));
+    e->round_dst = dnnl::reorder(dnnl::reorder::primitive_desc(eng, e->user_dst, eng, dst));
+    e->reorder_wei = !(e->wei == e->user_wei);
+    if (e->reorder_wei) {
+      e->from_prim = dnnl::reorder(dnnl::reorder::primitive_desc(eng, e->wei, eng, e->user_wei));
+    }
+    return e;
+  } catch (const dnnl::error&) {
+    return nullptr;
+  }
+}
+
 std::unique_ptr<Entry> Build(const Geometry& g, Pass pass) {
+  if (pass == kWgrad && g.fpmath == 1) {
+    if (auto e = BuildRoundedWgrad(g)) return e;
+  }
   auto& eng = Engine();
   auto e = std::make_unique<Entry>();
   const memory::desc src = ActDesc(g.n, g.c, g.h, g.w);
@@ -188,6 +248,19 @@ ffi::Error Run(Pass pass, ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::A
       memory dsrc(e.src, eng, out->untyped_data()), ddst(e.dst, eng, a.untyped_data());
       e.prim.execute(strm, {{DNNL_ARG_DIFF_SRC, dsrc}, {DNNL_ARG_WEIGHTS, wei},
                             {DNNL_ARG_DIFF_DST, ddst}, {DNNL_ARG_SCRATCHPAD, scratch_mem}});
+    } else if (e.round_operands) {
+      Buf src_buf(e.src.get_size()), dst_buf(e.dst.get_size());
+      memory user_src(e.user_src, eng, a.untyped_data()), src(e.src, eng, src_buf.p);
+      memory user_dst(e.user_dst, eng, b.untyped_data()), ddst(e.dst, eng, dst_buf.p);
+      e.round_src.execute(strm, user_src, src);
+      e.round_dst.execute(strm, user_dst, ddst);
+      e.prim.execute(strm, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_WEIGHTS, wei},
+                            {DNNL_ARG_DIFF_DST, ddst}, {DNNL_ARG_SCRATCHPAD, scratch_mem}});
+      if (e.reorder_wei) {
+        memory user(e.user_wei, eng, out->untyped_data());
+        e.from_prim.execute(strm, wei, user);
+      }
+      strm.wait();  // before the rounded copies are freed
     } else {
       memory src(e.src, eng, a.untyped_data()), ddst(e.dst, eng, b.untyped_data());
       e.prim.execute(strm, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_WEIGHTS, wei},

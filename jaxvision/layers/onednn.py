@@ -12,9 +12,11 @@ primitives call them:
   NHWC activations, HWIO kernel, any strides, paddings, dilations and feature groups.
 
 Each takes a ``precision``: ``"float32"`` computes in float32; ``"bfloat16"`` lets oneDNN
-multiply in bfloat16 with float32 accumulation (its ``fpmath_mode::bf16``) where the CPU has
-bfloat16 units (AMX or AVX512-BF16) and a kernel for the pass, the operands and results
-staying float32 -- the CPU's counterpart of TF32 on a GPU.  Elsewhere it computes float32.
+multiply in bfloat16 with float32 accumulation (its ``fpmath_mode::bf16``; the kernel
+gradient rounds its two operands to bfloat16 itself and runs the bfloat16 primitive) where the
+CPU has bfloat16 units (AMX or AVX512-BF16) and a kernel for the pass, the operands and
+results staying float32 -- the CPU's counterpart of TF32 on a GPU.  Elsewhere it computes
+float32.
 
 Each is bilinear, and each one's transposes are the other two (``conv_fwd``'s with respect
 to ``x`` is ``conv_dgrad``, with respect to ``w`` is ``conv_wgrad``, and so on), so reverse
