@@ -31,7 +31,7 @@ MAY_CHANGE = frozenset({
     "checkpoint_every_steps", "max_to_keep", "async_checkpoint", "eval_batch_size",
     "eval_crops", "eval_with_ema", "dataset.workers", "dataset.prefetch", "profile_steps",
     "max_consecutive_nonfinite", "init_from", "restart", "kernels.conv", "kernels.attention",
-    "kernels.cpu_conv_library"})
+    "kernels.cpu_conv_library", "kernels.conv_precision"})
 
 HISTORY_KEY = "_history"
 RECORD = "config.json"

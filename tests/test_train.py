@@ -34,7 +34,8 @@ def test_two_step_run_writes_workdir(tmp_path):
     # the kernels the run traced with, resolved (not '') so that the record says what ran
     from jaxvision import kernels
     assert recorded["kernels"] == kernels.in_effect()
-    assert set(recorded["kernels"].values()) <= {*kernels.CONV_IMPLS, *kernels.ATTENTION_IMPLS,
+    assert set(recorded["kernels"].values()) <= {*kernels.CONV_IMPLS, *kernels.CONV_PRECISIONS,
+                                                 *kernels.ATTENTION_IMPLS,
                                                  *kernels.LIBRARIES} - {""}
     assert os.listdir(tmp_path / "checkpoints") == ["2"]
     assert any(f.startswith("events") for f in os.listdir(tmp_path / "tensorboard"))
