@@ -37,11 +37,11 @@ REACHED = {
 # Configs whose figures the results files hold: (results file, row, text).  Read, not typed.
 FROM_RESULTS = {
     "mnist_cnn:fast": ("mnist_record_cpu.json", ("recipe",),
-                       "{0[mean_error]:.2%} mean held-out error over {0[n]} seeds, "
-                       "{0[mean_wall_s]:.0f} s per run ({0[where]}; docs/mnist_record.md)"),
+                       ("{0[mean_error]:.2%} mean held-out error over {0[n]} seeds, "
+                        "{0[mean_wall_s]:.0f} s per run ({0[where]}; docs/mnist_record.md)")),
     "dropout_mlp_mnist": ("mnist_record_cpu.json", ("dropout_mlp",),
-                          "{0[mean_error]:.2%} held-out error in {0[mean_wall_s]:.0f} s "
-                          "({0[where]}; docs/mnist_record.md)"),
+                          ("{0[mean_error]:.2%} held-out error in {0[mean_wall_s]:.0f} s "
+                           "({0[where]}; docs/mnist_record.md)")),
 }
 
 

@@ -48,8 +48,8 @@ ROWS = {
                ["--config.schedule=cosine"], False),
     "float32_convs": (CONFIG, "oneDNN's convolutions multiply in float32, not bfloat16",
                       ["--config.kernels.conv_precision=float32"], False),
-    "auto_convs": (CONFIG, "the default convolution rule (float32) instead of oneDNN's "
-                   "primitives", ["--config.kernels.conv=auto",
+    "auto_convs": (CONFIG, ("the default convolution rule (float32) instead of oneDNN's "
+                            "primitives"), ["--config.kernels.conv=auto",
                                   "--config.kernels.conv_precision=float32"], False),
     "narrow": (CONFIG, "a narrower network: widths (16, 64) and 128 hidden units",
                ["--config.model_kwargs.widths=(16,64)", "--config.model_kwargs.hidden=128"],

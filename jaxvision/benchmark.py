@@ -67,7 +67,8 @@ COLUMNS = [
 ]
 _TABLE_COLUMNS = [
     ("model", "model"), ("batch", "batch"), ("height", "res"), ("dtype", "dtype"),
-    ("conv_impl", "conv"), ("conv_precision", "conv math"), ("train_step_ms", "train ms"), ("train_img_s", "train img/s"),
+    ("conv_impl", "conv"), ("conv_precision", "conv math"), ("train_step_ms", "train ms"),
+    ("train_img_s", "train img/s"),
     ("train_compile_s", "compile s"), ("train_gflop_per_step", "train GFLOP"),
     ("train_tflop_s", "TFLOP/s"), ("train_mfu", "MFU"),
     ("infer_step_ms", "infer ms"), ("infer_img_s", "infer img/s"),

@@ -309,20 +309,21 @@ def test_bfloat16_math_rounds_like_bfloat16_and_is_cached_apart_from_float32():
 def test_conv_precision_reaches_every_pass_of_a_traced_layer():
     """``kernels.use(conv_precision=...)`` is read while a layer is traced: each oneDNN pass
     of its forward and gradient carries it; the default is float32."""
+    layer = Conv(8, (3, 3), padding=pad(1))
+    x = jnp.ones((2, 8, 8, 4))
+    params = layer.init(jax.random.PRNGKey(0), x)
+
+    def precisions(j, seen):
+        for eqn in j.eqns:
+            if eqn.primitive.name.startswith("jaxvision_onednn_conv"):
+                seen[eqn.primitive.name] = eqn.params["precision"]
+            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                precisions(sub, seen)
+        return seen
+
     for asked, want in (("", "float32"), ("bfloat16", "bfloat16")):
         with kernels.use(conv="onednn", conv_precision=asked):
-            layer = Conv(8, (3, 3), padding=pad(1))
-            x = jnp.ones((2, 8, 8, 4))
-            params = layer.init(jax.random.PRNGKey(0), x)
             jaxpr = jax.make_jaxpr(jax.grad(
                 lambda p, v: jnp.sum(layer.apply(p, v) ** 2), argnums=(0, 1)))(params, x)
-        seen = {}
-
-        def walk(j):
-            for eqn in j.eqns:
-                if eqn.primitive.name.startswith("jaxvision_onednn_conv"):
-                    seen[eqn.primitive.name] = eqn.params["precision"]
-                for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-                    walk(sub)
-        walk(jaxpr.jaxpr)
-        assert seen == {f"jaxvision_onednn_conv_{p}": want for p in ("fwd", "dgrad", "wgrad")}
+        assert precisions(jaxpr.jaxpr, {}) == {
+            f"jaxvision_onednn_conv_{p}": want for p in ("fwd", "dgrad", "wgrad")}

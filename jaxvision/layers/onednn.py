@@ -60,8 +60,8 @@ except ImportError:  # older jax
     from jax.core import Primitive
 
 ENV_ROOT = "JAXVISION_ONEDNN_ROOT"
-FPMATH = {"float32": 0, "bfloat16": 1}  # precision -> the handlers' fpmath attribute
 ENV_CACHE = "JAXVISION_CACHE_DIR"
+FPMATH = {"float32": 0, "bfloat16": 1}  # precision -> the handlers' fpmath attribute
 _SOURCE = Path(__file__).resolve().parent.parent / "csrc" / "onednn_conv.cc"
 _TARGETS = {"fwd": "jaxvision_onednn_conv_fwd", "dgrad": "jaxvision_onednn_conv_dgrad",
             "wgrad": "jaxvision_onednn_conv_wgrad"}
