@@ -9,7 +9,7 @@ Expected result: 1.42% held-out error (last 10,000 training digits) after 170 ep
 batch 256, about 27 minutes on a 2-core CPU, measured by ``python experiments/mnist_record.py
 --rows dropout_mlp --seeds 0`` (docs/mnist_record.md; row ``dropout_mlp_no_max_norm`` is the
 same run with ``--config.max_norm=0``).  The curve flattens after about 100 epochs (1.38%
-held out at epoch 100); the paper's figures come from much longer training.
+held out at epoch 100): within this budget it does not reach the paper's figures.
 
 Maxout MLP on MNIST (Goodfellow et al., 2013), same recipe:
 
