@@ -89,6 +89,20 @@ memory::desc KernelDesc(const Geometry& g, bool any,
   return memory::desc(dims, memory::data_type::f32, strides);
 }
 
+// Strides, dilations (oneDNN counts the gaps) and paddings as oneDNN's descriptors take them.
+struct Window {
+  memory::dims strides, dil, pad_l, pad_r;
+  explicit Window(const Geometry& g)
+      : strides{g.sh, g.sw}, dil{g.dh - 1, g.dw - 1}, pad_l{g.pt, g.pl}, pad_r{g.pb, g.pr} {}
+};
+
+dnnl::primitive_attr Attributes(bool bf16_math) {
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  if (bf16_math) attr.set_fpmath_mode(dnnl::fpmath_mode::bf16);
+  return attr;
+}
+
 // The kernel gradient with bfloat16 operands and a float32 result, or null where oneDNN
 // has no such primitive for this CPU and geometry.
 std::unique_ptr<Entry> BuildRoundedWgrad(const Geometry& g) {
@@ -96,19 +110,16 @@ std::unique_ptr<Entry> BuildRoundedWgrad(const Geometry& g) {
   const auto bf16 = memory::data_type::bf16;
   const memory::desc src = ActDesc(g.n, g.c, g.h, g.w, bf16);
   const memory::desc dst = ActDesc(g.n, g.o, g.ho, g.wo, bf16);
-  const memory::dims strides = {g.sh, g.sw};
-  const memory::dims dil = {g.dh - 1, g.dw - 1};
-  const memory::dims pad_l = {g.pt, g.pl};
-  const memory::dims pad_r = {g.pb, g.pr};
-  dnnl::primitive_attr attr;
-  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  const Window win(g);
+  const dnnl::primitive_attr attr = Attributes(false);  // the operands are bfloat16 already
   const auto algo = dnnl::algorithm::convolution_direct;
   try {
     dnnl::convolution_forward::primitive_desc fwd(
         eng, dnnl::prop_kind::forward_training, algo, src, KernelDesc(g, true, bf16), dst,
-        strides, dil, pad_l, pad_r, attr);
+        win.strides, win.dil, win.pad_l, win.pad_r, attr);
     dnnl::convolution_backward_weights::primitive_desc bwd(
-        eng, algo, src, KernelDesc(g, true), dst, strides, dil, pad_l, pad_r, fwd, attr);
+        eng, algo, src, KernelDesc(g, true), dst, win.strides, win.dil, win.pad_l, win.pad_r,
+        fwd, attr);
     // Only a kernel with bfloat16 instructions is worth the rounding (others emulate).
     const std::string impl = bwd.impl_info_str();
     if (impl.find("amx") == std::string::npos && impl.find("bf16") == std::string::npos) {
@@ -146,17 +157,12 @@ std::unique_ptr<Entry> Build(const Geometry& g, Pass pass) {
   const memory::desc dst = ActDesc(g.n, g.o, g.ho, g.wo);
   const memory::desc wei_any = KernelDesc(g, true);
   e->user_wei = KernelDesc(g, false);
-  const memory::dims strides = {g.sh, g.sw};
-  const memory::dims dil = {g.dh - 1, g.dw - 1};
-  const memory::dims pad_l = {g.pt, g.pl};
-  const memory::dims pad_r = {g.pb, g.pr};
-  dnnl::primitive_attr attr;
-  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-  if (g.fpmath == 1) attr.set_fpmath_mode(dnnl::fpmath_mode::bf16);
+  const Window win(g);
+  const dnnl::primitive_attr attr = Attributes(g.fpmath == 1);
   const auto algo = dnnl::algorithm::convolution_direct;
   dnnl::convolution_forward::primitive_desc fwd(
-      eng, dnnl::prop_kind::forward_training, algo, src, wei_any, dst, strides, dil, pad_l,
-      pad_r, attr);
+      eng, dnnl::prop_kind::forward_training, algo, src, wei_any, dst, win.strides, win.dil,
+      win.pad_l, win.pad_r, attr);
   e->src = src;
   e->dst = dst;
   if (pass == kFwd) {
@@ -164,14 +170,14 @@ std::unique_ptr<Entry> Build(const Geometry& g, Pass pass) {
     e->wei = fwd.weights_desc();
     e->scratch = fwd.scratchpad_desc();
   } else if (pass == kDgrad) {
-    dnnl::convolution_backward_data::primitive_desc bwd(eng, algo, src, wei_any, dst,
-                                                        strides, dil, pad_l, pad_r, fwd, attr);
+    dnnl::convolution_backward_data::primitive_desc bwd(
+        eng, algo, src, wei_any, dst, win.strides, win.dil, win.pad_l, win.pad_r, fwd, attr);
     e->prim = dnnl::convolution_backward_data(bwd);
     e->wei = bwd.weights_desc();
     e->scratch = bwd.scratchpad_desc();
   } else {
     dnnl::convolution_backward_weights::primitive_desc bwd(
-        eng, algo, src, wei_any, dst, strides, dil, pad_l, pad_r, fwd, attr);
+        eng, algo, src, wei_any, dst, win.strides, win.dil, win.pad_l, win.pad_r, fwd, attr);
     e->prim = dnnl::convolution_backward_weights(bwd);
     e->wei = bwd.diff_weights_desc();
     e->scratch = bwd.scratchpad_desc();
